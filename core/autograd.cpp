@@ -1,0 +1,156 @@
+#include "core/autograd.h"
+
+#include <cmath>
+#include <unordered_map>
+#include <unordered_set>
+
+namespace cnx {
+namespace autograd {
+namespace {
+thread_local bool g_grad_enabled = true;
+bool g_anomaly = false;
+
+template <class T>
+bool all_finite(const T* p, int64_t n) {
+    for (int64_t i = 0; i < n; ++i)
+        if (!std::isfinite(p[i])) return false;
+    return true;
+}
+}  // namespace
+
+bool grad_enabled() { return g_grad_enabled; }
+void set_grad_enabled(bool on) { g_grad_enabled = on; }
+bool anomaly_enabled() { return g_anomaly; }
+void set_anomaly_enabled(bool on) { g_anomaly = on; }
+
+bool needs_grad(const std::vector<Tensor>& inputs) {
+    if (!g_grad_enabled) return false;
+    for (auto& t : inputs)
+        if (t.defined() && t.requires_grad()) return true;
+    return false;
+}
+bool needs_grad(std::initializer_list<Tensor> inputs) { return needs_grad(std::vector<Tensor>(inputs)); }
+
+void record(const char* name, Tensor& out, const std::vector<Tensor>& inputs, BackwardFn fn) {
+    if (g_anomaly) {
+        bool ok = true;
+        CNX_DISPATCH(out.dtype(), name, { ok = all_finite(out.data<scalar_t>(), out.numel()); });
+        CNX_CHECK(ok, "anomaly: op '", name, "' produced a non-finite value in its output ", out.str());
+    }
+    auto node = std::make_shared<Node>();
+    node->name = name;
+    node->backward = std::move(fn);
+    node->out_shape = out.shape();
+    node->out_dtype = out.dtype();
+    for (auto& t : inputs) {
+        Edge e;
+        if (t.defined() && t.requires_grad()) {
+            if (t.grad_fn())
+                e.node = t.grad_fn();
+            else
+                e.leaf = t.impl_ptr();
+        }
+        node->inputs.push_back(e);
+        node->input_shapes.push_back(t.defined() ? t.shape() : Shape{});
+    }
+    out.set_grad_fn(node);
+}
+
+namespace {
+
+// Leaf gradients persist across backward calls and are accumulated in place, so the first one is
+// copied (a backward may hand the same tensor to several inputs).
+void accumulate_leaf(std::shared_ptr<TensorImpl>& slot, const Tensor& g) {
+    if (!slot) {
+        slot = g.clone().impl_ptr();
+        return;
+    }
+    Tensor dst(slot);
+    add_inplace(dst, g);
+}
+
+// Gradients flowing between nodes live for one backward: the first is taken as is, a second
+// one makes a fresh sum (never writes into a tensor that may be shared).
+void accumulate_node(std::shared_ptr<TensorImpl>& slot, const Tensor& g) {
+    if (!slot) {
+        slot = g.impl_ptr();
+        return;
+    }
+    Tensor sum = Tensor(slot).clone();
+    add_inplace(sum, g);
+    slot = sum.impl_ptr();
+}
+
+}  // namespace
+
+void backward(const Tensor& root, const Tensor& grad, bool retain_graph) {
+    CNX_CHECK(root.defined(), "backward: undefined tensor");
+    CNX_CHECK(root.requires_grad(), "backward: tensor ", root.str(), " does not require grad");
+    CNX_CHECK(grad.shape() == root.shape(), "backward: gradient shape ", shape_str(grad.shape()),
+              " does not match output shape ", shape_str(root.shape()));
+    NoGradGuard no_grad;
+    if (!root.grad_fn()) {  // a leaf: its gradient is the seed
+        std::shared_ptr<TensorImpl> slot = root.impl()->grad;
+        accumulate_leaf(slot, grad.to(root.dtype()));
+        root.impl()->grad = slot;
+        return;
+    }
+    // Topological order by iterative DFS (deep networks would overflow a recursive one).
+    std::vector<Node*> order;
+    std::unordered_map<Node*, int> dependents;
+    {
+        std::unordered_set<Node*> seen;
+        std::vector<std::pair<Node*, size_t>> stack;
+        Node* r = root.grad_fn().get();
+        stack.push_back({r, 0});
+        seen.insert(r);
+        while (!stack.empty()) {
+            auto& [n, i] = stack.back();
+            if (i < n->inputs.size()) {
+                Node* child = n->inputs[i++].node.get();
+                if (child) {
+                    dependents[child]++;
+                    if (seen.insert(child).second) stack.push_back({child, 0});
+                }
+            } else {
+                order.push_back(n);
+                stack.pop_back();
+            }
+        }
+    }
+    std::unordered_map<Node*, std::shared_ptr<TensorImpl>> grads;
+    grads[root.grad_fn().get()] = grad.to(root.dtype()).impl_ptr();
+    // `order` is post-order (inputs before users); walk it backwards.
+    for (auto it = order.rbegin(); it != order.rend(); ++it) {
+        Node* n = *it;
+        auto git = grads.find(n);
+        if (git == grads.end()) continue;  // no gradient reached this node
+        Tensor g(git->second);
+        grads.erase(git);
+        CNX_CHECK(n->backward, "backward: the graph through '", n->name,
+                  "' was already freed; pass retain_graph=true to backward twice");
+        std::vector<Tensor> in_grads = n->backward(g);
+        CNX_CHECK(in_grads.size() == n->inputs.size(), "backward of '", n->name, "' returned ",
+                  in_grads.size(), " gradients for ", n->inputs.size(), " inputs");
+        if (!retain_graph) n->release();
+        for (size_t i = 0; i < n->inputs.size(); ++i) {
+            const Edge& e = n->inputs[i];
+            const Tensor& gi = in_grads[i];
+            if (!e.valid() || !gi.defined()) continue;
+            CNX_CHECK(gi.shape() == n->input_shapes[i], "backward of '", n->name, "': gradient ", i, " has shape ",
+                      shape_str(gi.shape()), ", input had ", shape_str(n->input_shapes[i]));
+            if (e.node) {
+                accumulate_node(grads[e.node.get()], gi);
+            } else {
+                accumulate_leaf(e.leaf->grad, gi);
+            }
+        }
+    }
+    if (!retain_graph) {
+        // Cut the root's history so saved tensors and the graph are freed now.
+        const_cast<Tensor&>(root).set_grad_fn(nullptr);
+    }
+}
+
+}  // namespace autograd
+}  // namespace cnx

@@ -1,0 +1,74 @@
+#pragma once
+// Define-by-run autograd. An op whose inputs require grad records a Node holding its backward
+// closure (which owns the saved tensors) and one edge per input. backward() orders the graph
+// topologically, runs each closure once, accumulates into leaves' .grad and frees the closures.
+//
+// Writing an op's autograd part:
+//   Tensor out = ...forward...;
+//   if (autograd::needs_grad({a, b}))
+//       autograd::record("mul", out, {a, b}, [a, b](const Tensor& g) -> std::vector<Tensor> {
+//           return {mul_nograd(g, b), mul_nograd(g, a)};   // undefined Tensor = no gradient
+//       });
+// Never capture `out` itself in the closure (it would own its own node): capture out.detach().
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace cnx {
+
+using BackwardFn = std::function<std::vector<Tensor>(const Tensor& grad_out)>;
+
+struct Edge {
+    std::shared_ptr<Node> node;        // input produced by an op
+    std::shared_ptr<TensorImpl> leaf;  // or a leaf that requires grad
+    bool valid() const { return node || leaf; }
+};
+
+struct Node {
+    std::string name;
+    std::vector<Edge> inputs;
+    std::vector<Shape> input_shapes;
+    BackwardFn backward;
+    Shape out_shape;
+    DType out_dtype = DType::F32;
+    void release() { backward = nullptr; }
+};
+
+namespace autograd {
+
+bool grad_enabled();
+void set_grad_enabled(bool on);
+
+// True when recording is on and any defined input requires grad.
+bool needs_grad(std::initializer_list<Tensor> inputs);
+bool needs_grad(const std::vector<Tensor>& inputs);
+
+// Attaches a node to `out` (which must have been created by the op, with no history).
+void record(const char* name, Tensor& out, const std::vector<Tensor>& inputs, BackwardFn fn);
+
+// Runs backward from `root` with gradient `grad` (same shape as root).
+void backward(const Tensor& root, const Tensor& grad, bool retain_graph);
+
+// Anomaly mode: after each recorded op, check the output for non-finite values and throw an
+// error naming the op. Off by default (it costs a pass over every output).
+bool anomaly_enabled();
+void set_anomaly_enabled(bool on);
+
+}  // namespace autograd
+
+// Disables recording in a scope: inference, optimiser updates, gradcheck's numeric side.
+class NoGradGuard {
+public:
+    NoGradGuard() : prev_(autograd::grad_enabled()) { autograd::set_grad_enabled(false); }
+    ~NoGradGuard() { autograd::set_grad_enabled(prev_); }
+    NoGradGuard(const NoGradGuard&) = delete;
+    NoGradGuard& operator=(const NoGradGuard&) = delete;
+
+private:
+    bool prev_;
+};
+
+}  // namespace cnx
