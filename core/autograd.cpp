@@ -1,6 +1,9 @@
 #include "core/autograd.h"
 
+#include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <map>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -9,6 +12,13 @@ namespace autograd {
 namespace {
 thread_local bool g_grad_enabled = true;
 bool g_anomaly = false;
+bool g_profiling = false;
+std::map<std::string, OpProfile> g_profile;
+std::chrono::steady_clock::time_point g_last_mark;
+
+double seconds_since(std::chrono::steady_clock::time_point t) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
 
 template <class T>
 bool all_finite(const T* p, int64_t n) {
@@ -31,7 +41,29 @@ bool needs_grad(const std::vector<Tensor>& inputs) {
 }
 bool needs_grad(std::initializer_list<Tensor> inputs) { return needs_grad(std::vector<Tensor>(inputs)); }
 
+void set_profiling(bool on) {
+    g_profiling = on;
+    g_last_mark = std::chrono::steady_clock::now();
+}
+bool profiling() { return g_profiling; }
+void profile_mark() { g_last_mark = std::chrono::steady_clock::now(); }
+void profile_reset() { g_profile.clear(); }
+std::vector<OpProfile> profile_report() {
+    std::vector<OpProfile> out;
+    for (auto& kv : g_profile) out.push_back(kv.second);
+    std::sort(out.begin(), out.end(), [](const OpProfile& a, const OpProfile& b) {
+        return a.forward_s + a.backward_s > b.forward_s + b.backward_s;
+    });
+    return out;
+}
+
 void record(const char* name, Tensor& out, const std::vector<Tensor>& inputs, BackwardFn fn) {
+    if (g_profiling) {
+        OpProfile& p = g_profile[name];
+        p.name = name;
+        p.forward_s += seconds_since(g_last_mark);
+        p.forward_calls++;
+    }
     if (g_anomaly) {
         bool ok = true;
         CNX_DISPATCH(out.dtype(), name, { ok = all_finite(out.data<scalar_t>(), out.numel()); });
@@ -54,6 +86,7 @@ void record(const char* name, Tensor& out, const std::vector<Tensor>& inputs, Ba
         node->input_shapes.push_back(t.defined() ? t.shape() : Shape{});
     }
     out.set_grad_fn(node);
+    if (g_profiling) g_last_mark = std::chrono::steady_clock::now();
 }
 
 namespace {
@@ -129,7 +162,14 @@ void backward(const Tensor& root, const Tensor& grad, bool retain_graph) {
         grads.erase(git);
         CNX_CHECK(n->backward, "backward: the graph through '", n->name,
                   "' was already freed; pass retain_graph=true to backward twice");
+        auto t0 = std::chrono::steady_clock::now();
         std::vector<Tensor> in_grads = n->backward(g);
+        if (g_profiling) {
+            OpProfile& p = g_profile[n->name];
+            p.name = n->name;
+            p.backward_s += seconds_since(t0);
+            p.backward_calls++;
+        }
         CNX_CHECK(in_grads.size() == n->inputs.size(), "backward of '", n->name, "' returned ",
                   in_grads.size(), " gradients for ", n->inputs.size(), " inputs");
         if (!retain_graph) n->release();

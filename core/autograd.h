@@ -57,6 +57,20 @@ void backward(const Tensor& root, const Tensor& grad, bool retain_graph);
 bool anomaly_enabled();
 void set_anomaly_enabled(bool on);
 
+// Per-op profile. Forward time of an op is measured as the time since the previous recorded op
+// (or the last profile_mark()), which in a sequential forward is the op's own time without any
+// instrumentation inside the ops; backward time is each node's closure, timed by the engine.
+struct OpProfile {
+    std::string name;
+    double forward_s = 0, backward_s = 0;
+    int64_t forward_calls = 0, backward_calls = 0;
+};
+void set_profiling(bool on);
+bool profiling();
+void profile_mark();   // start of a forward pass: time before this is not charged to any op
+void profile_reset();
+std::vector<OpProfile> profile_report();  // sorted by total time, descending
+
 }  // namespace autograd
 
 // Disables recording in a scope: inference, optimiser updates, gradcheck's numeric side.
