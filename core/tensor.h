@@ -80,6 +80,9 @@ private:
     std::shared_ptr<TensorImpl> impl_;
 };
 
+// Named tensors in a fixed order: state dicts, checkpoints, optimiser state.
+using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
+
 // Creation.
 Tensor zeros(const Shape& shape, DType dtype = DType::F32);
 Tensor ones(const Shape& shape, DType dtype = DType::F32);
