@@ -1,0 +1,306 @@
+// General 2-D convolution on NHWC activations with PyTorch's [Cout, Cin/groups, kh, kw] weight.
+// Three routes:
+//   patchify  kernel == stride, padding 0, groups 1 (ConvNeXt's stem 4x4/4 and downsamples 2x2/2):
+//             non-overlapping patches gathered into one [N·Ho·Wo, kh·kw·Cin] matrix, one GEMM;
+//   depthwise groups == Cin == Cout: depthwise_conv2d;
+//   im2col    everything else: im2col + one GEMM per group, col2im backward.
+// Patch/column order is (i, j, c) with c innermost, so gathers copy contiguous NHWC channel runs,
+// and the weight is repacked to [Cout, kh, kw, Cin/groups] to match.
+#include "ops/conv2d.h"
+
+#include <algorithm>
+#include <vector>
+
+#include "core/autograd.h"
+#include "ops/depthwise_conv2d.h"
+#include "ops/gemm.h"
+
+namespace cnx {
+namespace {
+
+// Below this many multiply-adds / copied values a loop runs on one thread (a parallel region's
+// start-up would cost more than it saves).
+constexpr int64_t kMinParallelWork = 1 << 16;
+
+struct ConvGeom {
+    int64_t N, H, W, Cin;
+    int64_t Cout, kh, kw, stride, pad, groups;
+    int64_t Ho, Wo;
+    int64_t cin_g() const { return Cin / groups; }
+    int64_t cout_g() const { return Cout / groups; }
+    int64_t M() const { return N * Ho * Wo; }        // GEMM rows: output pixels
+    int64_t K() const { return kh * kw * cin_g(); }  // GEMM depth: one group's patch
+};
+
+ConvGeom check_and_geometry(const char* op, const Tensor& x, const Tensor& weight, const Tensor& bias, int stride,
+                            int padding, int groups) {
+    CNX_CHECK(x.defined() && weight.defined(), op, ": undefined input or weight");
+    CNX_CHECK(x.dim() == 4, op, ": input must be NHWC [N,H,W,C], got ", x.str());
+    CNX_CHECK(weight.dim() == 4, op, ": weight must be [Cout, Cin/groups, kh, kw], got ", weight.str());
+    CNX_CHECK(x.dtype() == weight.dtype(), op, ": dtype mismatch, input ", x.str(), " and weight ", weight.str());
+    CNX_CHECK(stride >= 1 && padding >= 0 && groups >= 1, op,
+              ": need stride >= 1, padding >= 0, groups >= 1, got stride ", stride, ", padding ", padding, ", groups ",
+              groups);
+    ConvGeom g;
+    g.N = x.size(0), g.H = x.size(1), g.W = x.size(2), g.Cin = x.size(3);
+    g.Cout = weight.size(0), g.kh = weight.size(2), g.kw = weight.size(3);
+    g.stride = stride, g.pad = padding, g.groups = groups;
+    CNX_CHECK(g.Cout % groups == 0, op, ": weight ", shape_str(weight.shape()), " has ", g.Cout,
+              " output channels, not divisible by groups=", groups);
+    CNX_CHECK(weight.size(1) * groups == g.Cin, op, ": input ", shape_str(x.shape()), " has ", g.Cin,
+              " channels but weight ", shape_str(weight.shape()), " with groups=", groups, " expects ",
+              weight.size(1) * groups);
+    CNX_CHECK(g.kh >= 1 && g.kw >= 1, op, ": empty kernel in weight ", shape_str(weight.shape()));
+    if (bias.defined()) {
+        CNX_CHECK(bias.dtype() == x.dtype(), op, ": dtype mismatch, input ", x.str(), " and bias ", bias.str());
+        CNX_CHECK(bias.dim() == 1 && bias.size(0) == g.Cout, op, ": bias ", shape_str(bias.shape()),
+                  " does not match weight ", shape_str(weight.shape()), " (expected [", g.Cout, "])");
+    }
+    CNX_CHECK(g.H + 2 * padding >= g.kh && g.W + 2 * padding >= g.kw, op, ": kernel ", g.kh, "x", g.kw,
+              " is larger than the padded input ", g.H + 2 * padding, "x", g.W + 2 * padding, " (input ",
+              shape_str(x.shape()), ", padding ", padding, ")");
+    g.Ho = (g.H + 2 * padding - g.kh) / stride + 1;
+    g.Wo = (g.W + 2 * padding - g.kw) / stride + 1;
+    return g;
+}
+
+// ---- weight layout ------------------------------------------------------------------------
+
+// wr[Cout, kh, kw, Cin_g] <- w[Cout, Cin_g, kh, kw]
+template <class T>
+void pack_weight(const T* w, T* wr, int64_t Cout, int64_t cin_g, int64_t kh, int64_t kw) {
+    for (int64_t o = 0; o < Cout; ++o)
+        for (int64_t c = 0; c < cin_g; ++c)
+            for (int64_t k = 0; k < kh * kw; ++k) wr[(o * kh * kw + k) * cin_g + c] = w[(o * cin_g + c) * kh * kw + k];
+}
+
+// dw[Cout, Cin_g, kh, kw] <- dwr[Cout, kh, kw, Cin_g]
+template <class T>
+void unpack_weight(const T* dwr, T* dw, int64_t Cout, int64_t cin_g, int64_t kh, int64_t kw) {
+    for (int64_t o = 0; o < Cout; ++o)
+        for (int64_t c = 0; c < cin_g; ++c)
+            for (int64_t k = 0; k < kh * kw; ++k)
+                dw[(o * cin_g + c) * kh * kw + k] = dwr[(o * kh * kw + k) * cin_g + c];
+}
+
+// ---- patchify (kernel == stride, padding 0, groups 1) -----------------------------------------
+// p[(n,ho,wo), (i,j,c)] = x[n, ho*s+i, wo*s+j, c]: for each kernel row i the patch row is one
+// contiguous run of s*Cin values of x. Rows/cols of x beyond Ho*s / Wo*s are ignored (PyTorch).
+// Calls f(x_offset, p_offset, run) for every run, in parallel over (n, ho).
+template <class F>
+void for_each_patch_run(const ConvGeom& g, F&& f) {
+    const int64_t s = g.stride, run = s * g.Cin, K = s * run;
+#pragma omp parallel for collapse(2) schedule(static) if (g.M() * K > kMinParallelWork)
+    for (int64_t n = 0; n < g.N; ++n)
+        for (int64_t ho = 0; ho < g.Ho; ++ho)
+            for (int64_t wo = 0; wo < g.Wo; ++wo)
+                for (int64_t i = 0; i < s; ++i)
+                    f(((n * g.H + ho * s + i) * g.W + wo * s) * g.Cin, ((n * g.Ho + ho) * g.Wo + wo) * K + i * run,
+                      run);
+}
+
+template <class T>
+void patch_gather(const T* x, T* p, const ConvGeom& g) {
+    for_each_patch_run(g, [&](int64_t xo, int64_t po, int64_t run) { std::copy(x + xo, x + xo + run, p + po); });
+}
+
+// The patches do not overlap, so the scatter is a copy; the ignored trailing rows/cols get zeros.
+template <class T>
+void patch_scatter(const T* p, T* x, const ConvGeom& g) {
+    if (g.H != g.Ho * g.stride || g.W != g.Wo * g.stride) std::fill(x, x + g.N * g.H * g.W * g.Cin, T(0));
+    for_each_patch_run(g, [&](int64_t xo, int64_t po, int64_t run) { std::copy(p + po, p + po + run, x + xo); });
+}
+
+// ---- im2col / col2im (one group) --------------------------------------------------------------
+// cols[(n,ho,wo), (i,j,c)] = x[n, ho*s-p+i, wo*s-p+j, grp*Cin_g + c], zero outside the image.
+template <class T>
+void im2col(const T* x, T* cols, const ConvGeom& g, int64_t grp) {
+    const int64_t cg = g.cin_g(), K = g.K(), c0 = grp * cg;
+#pragma omp parallel for collapse(2) schedule(static) if (g.M() * K > kMinParallelWork)
+    for (int64_t n = 0; n < g.N; ++n)
+        for (int64_t ho = 0; ho < g.Ho; ++ho)
+            for (int64_t wo = 0; wo < g.Wo; ++wo) {
+                T* crow = cols + ((n * g.Ho + ho) * g.Wo + wo) * K;
+                for (int64_t i = 0; i < g.kh; ++i) {
+                    const int64_t h = ho * g.stride - g.pad + i;
+                    for (int64_t j = 0; j < g.kw; ++j) {
+                        const int64_t w = wo * g.stride - g.pad + j;
+                        T* dst = crow + (i * g.kw + j) * cg;
+                        if (h < 0 || h >= g.H || w < 0 || w >= g.W)
+                            std::fill(dst, dst + cg, T(0));
+                        else {
+                            const T* src = x + ((n * g.H + h) * g.W + w) * g.Cin + c0;
+                            std::copy(src, src + cg, dst);
+                        }
+                    }
+                }
+            }
+}
+
+// dx[n,h,w, grp*Cin_g + c] = sum of cols entries that im2col read from there. Gathered per
+// input row (n, h) so threads never write the same element; groups own disjoint channels.
+template <class T>
+void col2im(const T* cols, T* dx, const ConvGeom& g, int64_t grp) {
+    const int64_t cg = g.cin_g(), K = g.K(), c0 = grp * cg, s = g.stride;
+#pragma omp parallel for collapse(2) schedule(static) if (g.M() * K > kMinParallelWork)
+    for (int64_t n = 0; n < g.N; ++n)
+        for (int64_t h = 0; h < g.H; ++h)
+            for (int64_t w = 0; w < g.W; ++w) {
+                T* dst = dx + ((n * g.H + h) * g.W + w) * g.Cin + c0;
+                std::fill(dst, dst + cg, T(0));
+                for (int64_t i = 0; i < g.kh; ++i) {
+                    const int64_t th = h + g.pad - i;
+                    if (th < 0 || th % s) continue;
+                    const int64_t ho = th / s;
+                    if (ho >= g.Ho) continue;
+                    for (int64_t j = 0; j < g.kw; ++j) {
+                        const int64_t tw = w + g.pad - j;
+                        if (tw < 0 || tw % s) continue;
+                        const int64_t wo = tw / s;
+                        if (wo >= g.Wo) continue;
+                        const T* src = cols + ((n * g.Ho + ho) * g.Wo + wo) * K + (i * g.kw + j) * cg;
+#pragma omp simd
+                        for (int64_t c = 0; c < cg; ++c) dst[c] += src[c];
+                    }
+                }
+            }
+}
+
+// ---- forward / backward over the GEMM routes --------------------------------------------------
+// y[M, Cout] (NHWC output as a matrix) = for each group: cols_g[M, K] · wr_g[Cout_g, K]^T (+ bias)
+
+bool is_patchify(const ConvGeom& g) { return g.kh == g.stride && g.kw == g.stride && g.pad == 0 && g.groups == 1; }
+
+// Scratch matrices (patches, columns: multi-MB for the stem) come from the caching allocator, as
+// activations do, so a training step does not fault in fresh pages on every call.
+template <class T>
+struct Scratch {
+    Tensor t;
+    T* get(int64_t n) {
+        if (!t.defined() || t.numel() < n) t = Tensor::empty({n}, dtype_of<T>::value);
+        return t.data<T>();
+    }
+};
+
+// Patch / column matrix [M, K] of group grp (x itself for a 1x1 stride-1 conv).
+template <class T>
+const T* gather(const T* x, Scratch<T>& buf, const ConvGeom& g, int64_t grp) {
+    if (is_patchify(g) && g.stride == 1) return x;  // 1x1: the NHWC input already is the [M, Cin] matrix
+    T* cols = buf.get(g.M() * g.K());
+    if (is_patchify(g))
+        patch_gather(x, cols, g);
+    else
+        im2col(x, cols, g, grp);
+    return cols;
+}
+
+template <class T>
+void conv_forward(const T* x, const T* w, const T* bias, T* y, const ConvGeom& g) {
+    const int64_t M = g.M(), K = g.K(), cog = g.cout_g();
+    Scratch<T> wbuf, buf;
+    T* wr = wbuf.get(g.Cout * K);
+    pack_weight(w, wr, g.Cout, g.cin_g(), g.kh, g.kw);
+    if (bias) fill_rows<T>(y, bias, M, g.Cout);
+    for (int64_t grp = 0; grp < g.groups; ++grp) {
+        const T* cols = gather(x, buf, g, grp);
+        gemm<T>(false, true, M, cog, K, T(1), cols, K, wr + grp * cog * K, K, bias ? T(1) : T(0), y + grp * cog,
+                g.Cout);
+    }
+}
+
+// dx (may be null), dw (may be null), db (may be null) from gy[M, Cout].
+template <class T>
+void conv_backward(const T* gy, const T* x, const T* w, T* dx, T* dw, T* db, const ConvGeom& g) {
+    const int64_t M = g.M(), K = g.K(), cog = g.cout_g();
+    if (db) sum_rows<T>(gy, M, g.Cout, db);
+    if (!dx && !dw) return;
+    Scratch<T> wbuf, dwbuf, buf, dbuf;
+    T* wr = dx ? wbuf.get(g.Cout * K) : nullptr;
+    T* dwr = dw ? dwbuf.get(g.Cout * K) : nullptr;
+    if (dx) pack_weight(w, wr, g.Cout, g.cin_g(), g.kh, g.kw);
+    const bool patch = is_patchify(g), one_by_one = patch && g.stride == 1;
+    for (int64_t grp = 0; grp < g.groups; ++grp) {
+        const T* gyg = gy + grp * cog;  // [M, Cout_g] block, row stride Cout
+        if (dw) {                       // dwr_g[Cout_g, K] = gy_g^T · cols_g
+            const T* cols = gather(x, buf, g, grp);
+            gemm<T>(true, false, cog, K, M, T(1), gyg, g.Cout, cols, K, T(0), dwr + grp * cog * K, K);
+        }
+        if (dx) {  // dcols[M, K] = gy_g · wr_g, then back to image positions (1x1: dx is dcols)
+            T* dcols = one_by_one ? dx : dbuf.get(M * K);
+            gemm<T>(false, false, M, K, cog, T(1), gyg, g.Cout, wr + grp * cog * K, K, T(0), dcols, K);
+            if (patch && !one_by_one)
+                patch_scatter(dcols, dx, g);
+            else if (!patch)
+                col2im(dcols, dx, g, grp);
+        }
+    }
+    if (dw) unpack_weight(dwr, dw, g.Cout, g.cin_g(), g.kh, g.kw);
+}
+
+}  // namespace
+
+Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int stride, int padding, int groups) {
+    const ConvGeom geo = check_and_geometry("conv2d", x, weight, bias, stride, padding, groups);
+    if (groups > 1 && groups == geo.Cin && groups == geo.Cout)
+        return depthwise_conv2d(x, weight, bias, stride, padding);
+    Tensor y = Tensor::empty({geo.N, geo.Ho, geo.Wo, geo.Cout}, x.dtype());
+    CNX_DISPATCH(x.dtype(), "conv2d", {
+        conv_forward<scalar_t>(x.data<scalar_t>(), weight.data<scalar_t>(),
+                               bias.defined() ? bias.data<scalar_t>() : nullptr, y.data<scalar_t>(), geo);
+    });
+    if (autograd::needs_grad({x, weight, bias})) {
+        const bool need_x = x.requires_grad(), need_w = weight.requires_grad();
+        const bool need_b = bias.defined() && bias.requires_grad();
+        Tensor sx = need_w ? x.detach() : Tensor();  // x only for dW (patches are re-gathered)
+        Tensor sw = need_x ? weight.detach() : Tensor();
+        autograd::record("conv2d", y, {x, weight, bias},
+                         [sx, sw, need_x, need_w, need_b, geo](const Tensor& gy) -> std::vector<Tensor> {
+                             Tensor dx, dw, db;
+                             if (need_x) dx = Tensor::empty({geo.N, geo.H, geo.W, geo.Cin}, gy.dtype());
+                             if (need_w) dw = Tensor::empty({geo.Cout, geo.cin_g(), geo.kh, geo.kw}, gy.dtype());
+                             if (need_b) db = Tensor::empty({geo.Cout}, gy.dtype());
+                             CNX_DISPATCH(gy.dtype(), "conv2d backward", {
+                                 conv_backward<scalar_t>(gy.data<scalar_t>(), need_w ? sx.data<scalar_t>() : nullptr,
+                                                         need_x ? sw.data<scalar_t>() : nullptr,
+                                                         need_x ? dx.data<scalar_t>() : nullptr,
+                                                         need_w ? dw.data<scalar_t>() : nullptr,
+                                                         need_b ? db.data<scalar_t>() : nullptr, geo);
+                             });
+                             return {dx, dw, db};
+                         });
+    }
+    return y;
+}
+
+namespace ref {
+Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int stride, int padding, int groups) {
+    const ConvGeom g = check_and_geometry("ref::conv2d", x, weight, bias, stride, padding, groups);
+    Tensor y = Tensor::empty({g.N, g.Ho, g.Wo, g.Cout}, x.dtype());
+    CNX_DISPATCH(x.dtype(), "ref::conv2d", {
+        const scalar_t* xp = x.data<scalar_t>();
+        const scalar_t* wp = weight.data<scalar_t>();
+        const scalar_t* bp = bias.defined() ? bias.data<scalar_t>() : nullptr;
+        scalar_t* yp = y.data<scalar_t>();
+        const int64_t cg = g.cin_g(), cog = g.cout_g();
+        for (int64_t n = 0; n < g.N; ++n)
+            for (int64_t ho = 0; ho < g.Ho; ++ho)
+                for (int64_t wo = 0; wo < g.Wo; ++wo)
+                    for (int64_t o = 0; o < g.Cout; ++o) {
+                        const int64_t grp = o / cog;
+                        double acc = bp ? bp[o] : 0.0;
+                        for (int64_t c = 0; c < cg; ++c)
+                            for (int64_t i = 0; i < g.kh; ++i)
+                                for (int64_t j = 0; j < g.kw; ++j) {
+                                    const int64_t h = ho * stride - padding + i, w = wo * stride - padding + j;
+                                    if (h < 0 || h >= g.H || w < 0 || w >= g.W) continue;
+                                    acc += (double)xp[((n * g.H + h) * g.W + w) * g.Cin + grp * cg + c] *
+                                           (double)wp[((o * cg + c) * g.kh + i) * g.kw + j];
+                                }
+                        yp[((n * g.Ho + ho) * g.Wo + wo) * g.Cout + o] = (scalar_t)acc;
+                    }
+    });
+    return y;
+}
+}  // namespace ref
+
+}  // namespace cnx

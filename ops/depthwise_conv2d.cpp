@@ -1,0 +1,512 @@
+// Depthwise 2-D convolution on NHWC activations (ConvNeXt's 7x7 dwconv): direct loops, channels
+// innermost so every inner loop runs over contiguous memory and vectorises, OpenMP over output
+// rows. The weight is repacked once per call from PyTorch's [C,1,kh,kw] to [kh,kw,C].
+#include "ops/depthwise_conv2d.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "core/autograd.h"
+
+namespace cnx {
+namespace {
+
+// Below this many multiply-adds a kernel runs on one thread (a parallel region's start-up would
+// cost more than it saves).
+constexpr int64_t kMinParallelWork = 1 << 16;
+
+// Geometry of one call. ph/pw may be negative (the stride-1 backward reuses the forward kernel
+// with padding k-1-p).
+struct DwGeom {
+    int64_t N, H, W, C;  // input
+    int64_t kh, kw, stride, ph, pw;
+    int64_t Ho, Wo;  // output
+    int64_t macs() const { return N * Ho * Wo * C * kh * kw; }
+};
+
+inline int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+inline int64_t ceil_div(int64_t a, int64_t b) { return -floor_div(-a, b); }
+
+// Output columns wo in [lo, hi) whose input column wo*s - p + j lies inside [0, W).
+inline void valid_cols(int64_t j, int64_t s, int64_t p, int64_t W, int64_t Wo, int64_t& lo, int64_t& hi) {
+    lo = std::max<int64_t>(0, ceil_div(p - j, s));
+    hi = std::min<int64_t>(Wo, floor_div(W - 1 + p - j, s) + 1);
+    if (hi < lo) hi = lo;
+}
+
+// wt[kh,kw,C] <- w[C,1,kh,kw]; flip = rotate the kernel by 180 degrees (for the stride-1 dx).
+template <class T>
+void pack_weight(const T* w, T* wt, int64_t C, int64_t kh, int64_t kw, bool flip) {
+    for (int64_t c = 0; c < C; ++c)
+        for (int64_t i = 0; i < kh; ++i)
+            for (int64_t j = 0; j < kw; ++j) {
+                const int64_t ti = flip ? kh - 1 - i : i, tj = flip ? kw - 1 - j : j;
+                wt[(ti * kw + tj) * C + c] = w[(c * kh + i) * kw + j];
+            }
+}
+
+// ---- register tiles ---------------------------------------------------------------------------
+// The kernels below work on tiles of WB output columns x CB channels whose accumulators live in
+// registers for all kh*kw taps. CB = one vector register of T; WB = 8 independent FMA chains.
+// For stride 1 and kw in {3, 5, 7} (ConvNeXt: 7) the tile also keeps the kw weight vectors of a
+// kernel row in registers and walks the input columns once, each feeding every output column
+// it reaches (with AVX-512, GCC then loads each input vector about once: ~0.4 loads per FMA);
+// other geometries use a generic tile (~1.1 loads per FMA). Input vectors are read straight
+// from memory, never copied into a local array: with 16 AVX2 registers such an array is
+// spilled in halves and every reload stalls on store forwarding (10x slower, measured).
+// Tiles whose taps cross the left/right image border (or run past Wo) first copy their input
+// window into a small zero-padded buffer, so no tile loop ever checks bounds.
+#if defined(__AVX512F__)
+constexpr int kVectorBytes = 64;
+#else
+constexpr int kVectorBytes = 32;
+#endif
+template <class T>
+struct Tile {
+    static constexpr int CB = kVectorBytes / sizeof(T);
+    static constexpr int WB = 8;
+};
+
+// Valid kernel rows [i0, i1) for output row ho: input row ho*s - ph + i inside [0, H).
+inline void valid_rows(int64_t ho, const DwGeom& g, int64_t& i0, int64_t& i1) {
+    i0 = std::max<int64_t>(0, g.ph - ho * g.stride);
+    i1 = std::min<int64_t>(g.kh, g.H + g.ph - ho * g.stride);
+}
+
+// Whether the tile of output columns [wo0, wo0 + WB) lies inside the output and reads only
+// input columns inside [0, W).
+inline bool tile_inside(int64_t wo0, int64_t WB, const DwGeom& g) {
+    return wo0 + WB <= g.Wo && wo0 * g.stride - g.pw >= 0 && (wo0 + WB - 1) * g.stride - g.pw + g.kw <= g.W;
+}
+
+// dst[r][q][0..CB) = x row r (rows apart by xrs), column w0 + q, channels from xp; zero outside [0, W).
+template <int CB, class T>
+void copy_window(T* dst, const T* xp, int64_t rows, int64_t xrs, int64_t w0, int64_t span, const DwGeom& g) {
+    for (int64_t r = 0; r < rows; ++r, xp += xrs)
+        for (int64_t q = 0; q < span; ++q, dst += CB) {
+            const int64_t wi = w0 + q;
+            if (wi < 0 || wi >= g.W) {
+#pragma omp simd
+                for (int c = 0; c < CB; ++c) dst[c] = T(0);
+            } else {
+                const T* src = xp + wi * g.C;
+#pragma omp simd
+                for (int c = 0; c < CB; ++c) dst[c] = src[c];
+            }
+        }
+}
+
+// ---- forward: y[N,Ho,Wo,C] = sum_{i,j} x[n, ho*s-ph+i, wo*s-pw+j, c] * wt[i,j,c] + bias[c] ----
+
+// One tile: yp[b*C + c] (b < nb) = bias[c] + sum over rows r < nrows and taps j of
+// xp[r*xrs + (b*s + j)*xcs + c] * wv[(r*kw + j)*C + c]. Pointers at the tile's first channel.
+// KW > 0: stride 1 and kw == KW, with weight and input reuse in registers; KW == 0: any.
+template <int KW, int WB, int CB, class T>
+inline void fwd_tile(T* yp, int nb, const T* xp, int64_t xrs, int64_t xcs, const T* wv, const T* bias, int64_t nrows,
+                     const DwGeom& g) {
+    const int64_t C = g.C;
+    T acc[WB][CB];
+    for (int b = 0; b < WB; ++b)
+#pragma omp simd
+        for (int c = 0; c < CB; ++c) acc[b][c] = bias ? bias[c] : T(0);
+    if constexpr (KW > 0) {
+        for (int64_t r = 0; r < nrows; ++r, xp += xrs, wv += KW * C) {
+            T w[KW][CB];
+#pragma GCC unroll 8
+            for (int j = 0; j < KW; ++j)
+#pragma omp simd
+                for (int c = 0; c < CB; ++c) w[j][c] = wv[j * C + c];
+#pragma GCC unroll 16
+            for (int q = 0; q < WB + KW - 1; ++q) {  // input column q feeds output b = q - j
+                const T* xq = xp + q * xcs;
+#pragma GCC unroll 8
+                for (int j = 0; j < KW; ++j) {
+                    const int b = q - j;
+                    if (b < 0 || b >= WB) continue;
+#pragma omp simd
+                    for (int c = 0; c < CB; ++c) acc[b][c] += xq[c] * w[j][c];
+                }
+            }
+        }
+    } else {
+        const int64_t sx = g.stride * xcs;
+        for (int64_t r = 0; r < nrows; ++r, xp += xrs, wv += g.kw * C)
+            for (int64_t j = 0; j < g.kw; ++j) {
+                const T* xj = xp + j * xcs;
+                const T* wj = wv + j * C;
+                for (int b = 0; b < WB; ++b)
+#pragma omp simd
+                    for (int c = 0; c < CB; ++c) acc[b][c] += xj[b * sx + c] * wj[c];
+            }
+    }
+    for (int b = 0; b < nb; ++b)
+#pragma omp simd
+        for (int c = 0; c < CB; ++c) yp[b * C + c] = acc[b][c];
+}
+
+// Pixel wo, channels [c0, c1), plain loops with bounds checks (the channel tail C % CB).
+template <class T>
+void fwd_pixel(T* yrow, const T* xr, const T* wt, const T* bias, int64_t wo, int64_t c0, int64_t c1, int64_t i0,
+               int64_t i1, const DwGeom& g) {
+    const int64_t C = g.C;
+    T* yp = yrow + wo * C;
+    for (int64_t c = c0; c < c1; ++c) yp[c] = bias ? bias[c] : T(0);
+    for (int64_t i = i0; i < i1; ++i, xr += g.W * C)
+        for (int64_t j = 0; j < g.kw; ++j) {
+            const int64_t wi = wo * g.stride - g.pw + j;
+            if (wi < 0 || wi >= g.W) continue;
+            const T* xp = xr + wi * C;
+            const T* wv = wt + (i * g.kw + j) * C;
+#pragma omp simd
+            for (int64_t c = c0; c < c1; ++c) yp[c] += xp[c] * wv[c];
+        }
+}
+
+// OpenMP over output rows (n, ho); within a row, channel blocks then column tiles.
+template <int KW, class T>
+void dw_forward_impl(const T* x, const T* wt, const T* bias, T* y, const DwGeom& g) {
+    constexpr int CB = Tile<T>::CB, WB = Tile<T>::WB;
+    const int64_t C = g.C, Cfull = C - C % CB;
+    const int64_t span = (WB - 1) * g.stride + g.kw;  // input columns one tile reads
+#pragma omp parallel if (g.macs() > kMinParallelWork)
+    {
+        std::vector<T> win(g.kh * span * CB);
+#pragma omp for collapse(2) schedule(static)
+        for (int64_t n = 0; n < g.N; ++n)
+            for (int64_t ho = 0; ho < g.Ho; ++ho) {
+                T* yrow = y + (n * g.Ho + ho) * g.Wo * C;
+                int64_t i0, i1;
+                valid_rows(ho, g, i0, i1);
+                const T* xr = x + (n * g.H + ho * g.stride - g.ph + i0) * g.W * C;  // kernel row i0
+                const T* wr = wt + i0 * g.kw * C;
+                for (int64_t c0 = 0; c0 < Cfull; c0 += CB) {
+                    const T* bc = bias ? bias + c0 : nullptr;
+                    for (int64_t wo0 = 0; wo0 < g.Wo; wo0 += WB) {
+                        const int nb = (int)std::min<int64_t>(WB, g.Wo - wo0);
+                        const int64_t w0 = wo0 * g.stride - g.pw;  // first input column read
+                        T* yp = yrow + wo0 * C + c0;
+                        if (tile_inside(wo0, WB, g)) {
+                            fwd_tile<KW, WB, CB>(yp, nb, xr + w0 * C + c0, g.W * C, C, wr + c0, bc, i1 - i0, g);
+                        } else {
+                            copy_window<CB>(win.data(), xr + c0, i1 - i0, g.W * C, w0, span, g);
+                            fwd_tile<KW, WB, CB>(yp, nb, win.data(), span * CB, CB, wr + c0, bc, i1 - i0, g);
+                        }
+                    }
+                }
+                if (Cfull < C)
+                    for (int64_t wo = 0; wo < g.Wo; ++wo) fwd_pixel(yrow, xr, wt, bias, wo, Cfull, C, i0, i1, g);
+            }
+    }
+}
+
+template <class T>
+void dw_forward(const T* x, const T* wt, const T* bias, T* y, const DwGeom& g) {
+    if (g.stride == 1 && g.kw == 7) return dw_forward_impl<7>(x, wt, bias, y, g);
+    if (g.stride == 1 && g.kw == 5) return dw_forward_impl<5>(x, wt, bias, y, g);
+    if (g.stride == 1 && g.kw == 3) return dw_forward_impl<3>(x, wt, bias, y, g);
+    dw_forward_impl<0>(x, wt, bias, y, g);
+}
+
+// ---- backward dx, stride > 1: dx[n,h,w,c] = sum over taps (i,j) with h = ho*s-ph+i,
+// w = wo*s-pw+j of g[n,ho,wo,c] * wt[i,j,c]. Gathered per input row, so no two threads write
+// the same element. (Stride 1 is dw_forward with the 180-degree rotated kernel, see below.)
+template <class T>
+void dw_backward_input_strided(const T* gy, const T* wt, T* dx, const DwGeom& g) {
+    const int64_t C = g.C, s = g.stride;
+#pragma omp parallel for collapse(2) schedule(static) if (g.macs() > kMinParallelWork)
+    for (int64_t n = 0; n < g.N; ++n)
+        for (int64_t h = 0; h < g.H; ++h) {
+            T* dxrow = dx + (n * g.H + h) * g.W * C;
+            std::fill(dxrow, dxrow + g.W * C, T(0));
+            for (int64_t i = 0; i < g.kh; ++i) {
+                const int64_t t = h + g.ph - i;
+                if (t < 0 || t % s) continue;
+                const int64_t ho = t / s;
+                if (ho >= g.Ho) continue;
+                const T* grow = gy + (n * g.Ho + ho) * g.Wo * C;
+                for (int64_t j = 0; j < g.kw; ++j) {
+                    const T* wv = wt + (i * g.kw + j) * C;
+                    int64_t lo, hi;
+                    valid_cols(j, s, g.pw, g.W, g.Wo, lo, hi);
+                    for (int64_t wo = lo; wo < hi; ++wo) {
+                        T* dp = dxrow + (wo * s - g.pw + j) * C;
+                        const T* gp = grow + wo * C;
+#pragma omp simd
+                        for (int64_t c = 0; c < C; ++c) dp[c] += gp[c] * wv[c];
+                    }
+                }
+            }
+        }
+}
+
+// ---- backward dW and dbias: dwt[i,j,c] = sum_{n,ho,wo} g[n,ho,wo,c] * x[n,ho*s-ph+i,wo*s-pw+j,c],
+// db[c] = sum g. Output rows are cut into one block per thread, each summed into its own partial
+// buffer, then the partials are reduced in order: no atomics, and deterministic for a given
+// thread count.
+
+// acc[j][c] += sum over b < WB of gp[b*C + c] * xp[(b + j)*xcs + c]: one kernel row of one tile,
+// stride 1, kw == KW, accumulators in registers across calls.
+template <int KW, int WB, int CB, class T>
+inline void wgrad_tile(T (&acc)[KW][CB], const T* gp, int64_t gcs, const T* xp, int64_t xcs) {
+    T gb[WB][CB];
+#pragma GCC unroll 8
+    for (int b = 0; b < WB; ++b)
+#pragma omp simd
+        for (int c = 0; c < CB; ++c) gb[b][c] = gp[b * gcs + c];
+#pragma GCC unroll 16
+    for (int q = 0; q < WB + KW - 1; ++q) {  // input column q pairs with output b = q - j
+        const T* xq = xp + q * xcs;
+#pragma GCC unroll 8
+        for (int j = 0; j < KW; ++j) {
+            const int b = q - j;
+            if (b < 0 || b >= WB) continue;
+#pragma omp simd
+            for (int c = 0; c < CB; ++c) acc[j][c] += gb[b][c] * xq[c];
+        }
+    }
+}
+
+// Plain loops over channels [c0, c1) of output row r: the generic path and the channel tail.
+template <class T>
+void wgrad_row_plain(T* pw, const T* grow, const T* x, int64_t n, int64_t ho, int64_t c0, int64_t c1, const DwGeom& g) {
+    const int64_t C = g.C;
+    for (int64_t i = 0; i < g.kh; ++i) {
+        const int64_t hi = ho * g.stride - g.ph + i;
+        if (hi < 0 || hi >= g.H) continue;
+        const T* xrow = x + (n * g.H + hi) * g.W * C;
+        for (int64_t j = 0; j < g.kw; ++j) {
+            T* acc = pw + (i * g.kw + j) * C;
+            int64_t lo, hi_c;
+            valid_cols(j, g.stride, g.pw, g.W, g.Wo, lo, hi_c);
+            for (int64_t wo = lo; wo < hi_c; ++wo) {
+                const T* gp = grow + wo * C;
+                const T* xp = xrow + (wo * g.stride - g.pw + j) * C;
+#pragma omp simd
+                for (int64_t c = c0; c < c1; ++c) acc[c] += gp[c] * xp[c];
+            }
+        }
+    }
+}
+
+// Tiled path for output row r (stride 1, kw == KW), channels [0, Cfull). gwin/xwin: scratch for
+// the border tiles' zero-padded g columns and x window.
+template <int KW, class T>
+void wgrad_row_tiled(T* pw, const T* grow, const T* x, int64_t n, int64_t ho, T* gwin, T* xwin, const DwGeom& g) {
+    constexpr int CB = Tile<T>::CB, WB = Tile<T>::WB;
+    const int64_t C = g.C, Cfull = C - C % CB, span = WB + KW - 1;
+    const int64_t tiles = (g.Wo + WB - 1) / WB;
+    int64_t i0, i1;
+    valid_rows(ho, g, i0, i1);
+    for (int64_t c0 = 0; c0 < Cfull; c0 += CB) {
+        // g columns of every border tile, zero past Wo: independent of the kernel row
+        for (int64_t t = 0; t < tiles; ++t) {
+            const int64_t wo0 = t * WB;
+            if (tile_inside(wo0, WB, g)) continue;
+            for (int64_t b = 0; b < WB; ++b) {
+                T* dst = gwin + (t * WB + b) * CB;
+                const T* src = grow + (wo0 + b) * C + c0;
+                const bool in = wo0 + b < g.Wo;
+#pragma omp simd
+                for (int c = 0; c < CB; ++c) dst[c] = in ? src[c] : T(0);
+            }
+        }
+        for (int64_t i = i0; i < i1; ++i) {
+            const T* xrow = x + (n * g.H + ho - g.ph + i) * g.W * C + c0;
+            T* pi = pw + i * KW * C + c0;
+            T acc[KW][CB];
+            for (int j = 0; j < KW; ++j)
+#pragma omp simd
+                for (int c = 0; c < CB; ++c) acc[j][c] = pi[j * C + c];
+            for (int64_t t = 0; t < tiles; ++t) {
+                const int64_t wo0 = t * WB, w0 = wo0 - g.pw;
+                if (tile_inside(wo0, WB, g)) {
+                    wgrad_tile<KW, WB, CB>(acc, grow + wo0 * C + c0, C, xrow + w0 * C, C);
+                } else {
+                    copy_window<CB>(xwin, xrow, 1, 0, w0, span, g);
+                    wgrad_tile<KW, WB, CB>(acc, gwin + t * WB * CB, CB, xwin, CB);
+                }
+            }
+            for (int j = 0; j < KW; ++j)
+#pragma omp simd
+                for (int c = 0; c < CB; ++c) pi[j * C + c] = acc[j][c];
+        }
+    }
+}
+
+template <int KW, class T>
+void dw_backward_weight_impl(const T* gy, const T* x, T* dwt, T* db, const DwGeom& g) {
+    constexpr int CB = Tile<T>::CB, WB = Tile<T>::WB;
+    const int64_t C = g.C, taps = g.kh * g.kw, Cfull = KW > 0 ? C - C % CB : 0;
+    const int64_t rows = g.N * g.Ho;
+    const int64_t blocks =
+        g.macs() > kMinParallelWork ? std::max<int64_t>(1, std::min<int64_t>(rows, omp_get_max_threads())) : 1;
+    const int64_t stride_p = (taps + 1) * C;  // dwt then db
+    std::vector<T> partial(blocks * stride_p, T(0));
+#pragma omp parallel if (blocks > 1)
+    {
+        std::vector<T> gwin((g.Wo + WB - 1) / WB * WB * CB), xwin((WB + std::max(KW, 1) - 1) * CB);
+#pragma omp for schedule(static)
+        for (int64_t b = 0; b < blocks; ++b) {
+            T* pw = partial.data() + b * stride_p;
+            T* pb = pw + taps * C;
+            for (int64_t r = rows * b / blocks; r < rows * (b + 1) / blocks; ++r) {
+                const int64_t n = r / g.Ho, ho = r % g.Ho;
+                const T* grow = gy + r * g.Wo * C;
+                if (db)
+                    for (int64_t wo = 0; wo < g.Wo; ++wo) {
+                        const T* gp = grow + wo * C;
+#pragma omp simd
+                        for (int64_t c = 0; c < C; ++c) pb[c] += gp[c];
+                    }
+                if (!dwt) continue;
+                if constexpr (KW > 0) wgrad_row_tiled<KW>(pw, grow, x, n, ho, gwin.data(), xwin.data(), g);
+                if (Cfull < C) wgrad_row_plain(pw, grow, x, n, ho, Cfull, C, g);
+            }
+        }
+    }
+    if (dwt) std::copy(partial.begin(), partial.begin() + taps * C, dwt);
+    if (db) std::copy(partial.begin() + taps * C, partial.begin() + stride_p, db);
+    for (int64_t b = 1; b < blocks; ++b) {
+        const T* p = partial.data() + b * stride_p;
+        if (dwt)
+            for (int64_t k = 0; k < taps * C; ++k) dwt[k] += p[k];
+        if (db)
+            for (int64_t c = 0; c < C; ++c) db[c] += p[taps * C + c];
+    }
+}
+
+template <class T>
+void dw_backward_weight(const T* gy, const T* x, T* dwt, T* db, const DwGeom& g) {
+    if (dwt && g.stride == 1 && g.kw == 7) return dw_backward_weight_impl<7>(gy, x, dwt, db, g);
+    if (dwt && g.stride == 1 && g.kw == 5) return dw_backward_weight_impl<5>(gy, x, dwt, db, g);
+    if (dwt && g.stride == 1 && g.kw == 3) return dw_backward_weight_impl<3>(gy, x, dwt, db, g);
+    dw_backward_weight_impl<0>(gy, x, dwt, db, g);
+}
+
+// Stride-1 dx as a forward convolution: input g [N,Ho,Wo,C], output [N,H,W,C], padding k-1-p
+// (negative when p > k-1, which the forward kernel handles).
+DwGeom transposed_geometry(const DwGeom& g) {
+    DwGeom t = g;
+    t.H = g.Ho, t.W = g.Wo, t.Ho = g.H, t.Wo = g.W;
+    t.ph = g.kh - 1 - g.ph, t.pw = g.kw - 1 - g.pw;
+    return t;
+}
+
+// dw[C,1,kh,kw] <- dwt[kh,kw,C]
+template <class T>
+void unpack_weight(const T* dwt, T* dw, int64_t C, int64_t kh, int64_t kw) {
+    for (int64_t c = 0; c < C; ++c)
+        for (int64_t k = 0; k < kh * kw; ++k) dw[c * kh * kw + k] = dwt[k * C + c];
+}
+
+DwGeom check_and_geometry(const Tensor& x, const Tensor& weight, const Tensor& bias, int stride, int padding) {
+    CNX_CHECK(x.defined() && weight.defined(), "depthwise_conv2d: undefined input or weight");
+    CNX_CHECK(x.dim() == 4, "depthwise_conv2d: input must be NHWC [N,H,W,C], got ", x.str());
+    CNX_CHECK(weight.dim() == 4 && weight.size(1) == 1, "depthwise_conv2d: weight must be [C,1,kh,kw], got ",
+              weight.str());
+    CNX_CHECK(x.dtype() == weight.dtype(), "depthwise_conv2d: dtype mismatch, input ", x.str(), " and weight ",
+              weight.str());
+    CNX_CHECK(stride >= 1 && padding >= 0, "depthwise_conv2d: stride must be >= 1 and padding >= 0, got stride ",
+              stride, ", padding ", padding);
+    DwGeom g;
+    g.N = x.size(0), g.H = x.size(1), g.W = x.size(2), g.C = x.size(3);
+    g.kh = weight.size(2), g.kw = weight.size(3), g.stride = stride, g.ph = g.pw = padding;
+    CNX_CHECK(weight.size(0) == g.C, "depthwise_conv2d: input ", shape_str(x.shape()), " has ", g.C,
+              " channels but weight ", shape_str(weight.shape()), " has ", weight.size(0));
+    CNX_CHECK(g.kh >= 1 && g.kw >= 1, "depthwise_conv2d: empty kernel in weight ", shape_str(weight.shape()));
+    if (bias.defined()) {
+        CNX_CHECK(bias.dtype() == x.dtype(), "depthwise_conv2d: dtype mismatch, input ", x.str(), " and bias ",
+                  bias.str());
+        CNX_CHECK(bias.dim() == 1 && bias.size(0) == g.C, "depthwise_conv2d: bias ", shape_str(bias.shape()),
+                  " does not match ", g.C, " channels (weight ", shape_str(weight.shape()), ")");
+    }
+    CNX_CHECK(g.H + 2 * padding >= g.kh && g.W + 2 * padding >= g.kw, "depthwise_conv2d: kernel ", g.kh, "x", g.kw,
+              " is larger than the padded input ", g.H + 2 * padding, "x", g.W + 2 * padding, " (input ",
+              shape_str(x.shape()), ", padding ", padding, ")");
+    g.Ho = (g.H + 2 * padding - g.kh) / stride + 1;
+    g.Wo = (g.W + 2 * padding - g.kw) / stride + 1;
+    return g;
+}
+
+}  // namespace
+
+Tensor depthwise_conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int stride, int padding) {
+    const DwGeom geo = check_and_geometry(x, weight, bias, stride, padding);
+    Tensor y = Tensor::empty({geo.N, geo.Ho, geo.Wo, geo.C}, x.dtype());
+    CNX_DISPATCH(x.dtype(), "depthwise_conv2d", {
+        std::vector<scalar_t> wt(geo.kh * geo.kw * geo.C);
+        pack_weight(weight.data<scalar_t>(), wt.data(), geo.C, geo.kh, geo.kw, false);
+        dw_forward<scalar_t>(x.data<scalar_t>(), wt.data(), bias.defined() ? bias.data<scalar_t>() : nullptr,
+                             y.data<scalar_t>(), geo);
+    });
+    if (autograd::needs_grad({x, weight, bias})) {
+        const bool need_x = x.requires_grad(), need_w = weight.requires_grad();
+        const bool need_b = bias.defined() && bias.requires_grad();
+        Tensor sx = need_w ? x.detach() : Tensor();
+        Tensor sw = need_x ? weight.detach() : Tensor();
+        autograd::record("depthwise_conv2d", y, {x, weight, bias},
+                         [sx, sw, need_x, need_w, need_b, geo](const Tensor& gy) -> std::vector<Tensor> {
+                             Tensor dx, dw, db;
+                             if (need_x) dx = Tensor::empty({geo.N, geo.H, geo.W, geo.C}, gy.dtype());
+                             if (need_w) dw = Tensor::empty({geo.C, 1, geo.kh, geo.kw}, gy.dtype());
+                             if (need_b) db = Tensor::empty({geo.C}, gy.dtype());
+                             CNX_DISPATCH(gy.dtype(), "depthwise_conv2d backward", {
+                                 const scalar_t* g = gy.data<scalar_t>();
+                                 if (need_x) {
+                                     std::vector<scalar_t> wt(geo.kh * geo.kw * geo.C);
+                                     if (geo.stride == 1) {
+                                         // dx is the correlation of g with the 180-degree rotated
+                                         // kernel, padded by k-1-p: the forward kernel again.
+                                         pack_weight(sw.data<scalar_t>(), wt.data(), geo.C, geo.kh, geo.kw, true);
+                                         dw_forward<scalar_t>(g, wt.data(), nullptr, dx.data<scalar_t>(),
+                                                              transposed_geometry(geo));
+                                     } else {
+                                         pack_weight(sw.data<scalar_t>(), wt.data(), geo.C, geo.kh, geo.kw, false);
+                                         dw_backward_input_strided<scalar_t>(g, wt.data(), dx.data<scalar_t>(), geo);
+                                     }
+                                 }
+                                 if (need_w || need_b) {
+                                     std::vector<scalar_t> dwt(need_w ? geo.kh * geo.kw * geo.C : 0);
+                                     dw_backward_weight<scalar_t>(g, need_w ? sx.data<scalar_t>() : nullptr,
+                                                                  need_w ? dwt.data() : nullptr,
+                                                                  need_b ? db.data<scalar_t>() : nullptr, geo);
+                                     if (need_w) unpack_weight(dwt.data(), dw.data<scalar_t>(), geo.C, geo.kh, geo.kw);
+                                 }
+                             });
+                             return {dx, dw, db};
+                         });
+    }
+    return y;
+}
+
+namespace ref {
+Tensor depthwise_conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int stride, int padding) {
+    const DwGeom g = check_and_geometry(x, weight, bias, stride, padding);
+    Tensor y = Tensor::empty({g.N, g.Ho, g.Wo, g.C}, x.dtype());
+    CNX_DISPATCH(x.dtype(), "ref::depthwise_conv2d", {
+        const scalar_t* xp = x.data<scalar_t>();
+        const scalar_t* wp = weight.data<scalar_t>();
+        const scalar_t* bp = bias.defined() ? bias.data<scalar_t>() : nullptr;
+        scalar_t* yp = y.data<scalar_t>();
+        for (int64_t n = 0; n < g.N; ++n)
+            for (int64_t ho = 0; ho < g.Ho; ++ho)
+                for (int64_t wo = 0; wo < g.Wo; ++wo)
+                    for (int64_t c = 0; c < g.C; ++c) {
+                        double acc = bp ? bp[c] : 0.0;
+                        for (int64_t i = 0; i < g.kh; ++i)
+                            for (int64_t j = 0; j < g.kw; ++j) {
+                                const int64_t h = ho * stride - padding + i, w = wo * stride - padding + j;
+                                if (h < 0 || h >= g.H || w < 0 || w >= g.W) continue;
+                                acc += (double)xp[((n * g.H + h) * g.W + w) * g.C + c] *
+                                       (double)wp[(c * g.kh + i) * g.kw + j];
+                            }
+                        yp[((n * g.Ho + ho) * g.Wo + wo) * g.C + c] = (scalar_t)acc;
+                    }
+    });
+    return y;
+}
+}  // namespace ref
+
+}  // namespace cnx
