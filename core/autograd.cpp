@@ -187,8 +187,14 @@ void backward(const Tensor& root, const Tensor& grad, bool retain_graph) {
         }
     }
     if (!retain_graph) {
-        // Cut the root's history so saved tensors and the graph are freed now.
-        const_cast<Tensor&>(root).set_grad_fn(nullptr);
+        // Cut the root's history so saved tensors and the graph are freed now. A released
+        // stand-in keeps the root an op output, so a second backward says the graph was freed
+        // (not "does not require grad").
+        auto freed = std::make_shared<Node>();
+        freed->name = root.grad_fn()->name;
+        freed->out_shape = root.shape();
+        freed->out_dtype = root.dtype();
+        const_cast<Tensor&>(root).set_grad_fn(freed);
     }
 }
 

@@ -216,7 +216,7 @@ TEST_CASE("AdamW defaults and option checks", "[optim][adamw]") {
     CHECK_THROWS_WITH(optim::SGD({{"w", w}}, optim::SGDOptions(0.1).nesterov(true)), Catch::Contains("nesterov"));
 }
 
-TEST_CASE("step skips frozen parameters and missing gradients; zero_grad sets to none", "[optim]") {
+TEST_CASE("step skips frozen parameters and missing gradients, zero_grad sets to none", "[optim]") {
     Tensor a = from_vector({1, 2, 3}, {3}), b = from_vector({4, 5}, {2}), frozen = from_vector({6, 7}, {2});
     a.requires_grad_(true);
     b.requires_grad_(true);
@@ -445,7 +445,7 @@ TEST_CASE("cosine_scheduler matches ConvNeXt's (numpy) values", "[optim][schedul
     CHECK_THROWS(optim::cosine_scheduler(1.0, 0.0, 2, 2, 0, 0.0, 3));  // warmup_steps without warmup_epochs
 }
 
-TEST_CASE("StepDecay matches StepLR; constant", "[optim][schedule]") {
+TEST_CASE("StepDecay matches StepLR, constant", "[optim][schedule]") {
     const auto want = fixture()["steplr"].get<std::vector<double>>();
     optim::StepDecay f(3, 0.5);
     std::vector<double> got;

@@ -1,0 +1,57 @@
+// convnext convert IN OUT [--names official|timm] [--key KEY]: a PyTorch checkpoint (.pth) or a
+// safetensors file in, a float32 safetensors file out, parameter names in the chosen spelling.
+#include <cstdio>
+#include <memory>
+#include <string>
+
+#include "apps/command.h"
+#include "io/safetensors.h"
+#include "io/weights.h"
+
+namespace {
+
+struct ConvertOptions {
+    std::string in, out, names = "official", key;
+};
+
+int run_convert(const ConvertOptions& o) {
+    using namespace cnx::io;
+    NameStyle target = parse_name_style(o.names);
+    WeightsOptions wo;
+    wo.key = o.key;
+    LoadedWeights w = read_weights(o.in, wo);
+    CNX_CHECK(!w.tensors.empty(), "convert: '", o.in, "' holds no tensors");
+    NamedTensors tensors = rename_to(w.tensors, target);
+    int64_t values = 0;
+    for (auto& [name, t] : tensors) {
+        if (t.dtype() != cnx::DType::F32) t = t.to(cnx::DType::F32);
+        values += t.numel();
+    }
+    Metadata meta{{"format", "pt"}, {"names", o.names}};
+    save_safetensors(o.out, tensors, meta);
+
+    std::string from = w.format;
+    if (!w.key.empty()) from += ", entry '" + w.key + "'";
+    else if (w.format == "pth") from += ", bare state_dict";
+    std::printf("read %zu tensors from %s (%s; %s names)\n", w.tensors.size(), o.in.c_str(), from.c_str(),
+                name_style_name(w.source_names));
+    std::printf("wrote %zu tensors (%lld float32 values, %s names) to %s\n", tensors.size(), (long long)values,
+                o.names.c_str(), o.out.c_str());
+    return 0;
+}
+
+std::function<int()> setup(CLI::App& root) {
+    auto* cmd = root.add_subcommand("convert", "Convert a .pth checkpoint or safetensors file to float32 safetensors");
+    auto o = std::make_shared<ConvertOptions>();
+    cmd->add_option("input", o->in, "Input weights (.pth/.pt from torch.save, or .safetensors)")->required();
+    cmd->add_option("output", o->out, "Output .safetensors file")->required();
+    cmd->add_option("--names", o->names, "Parameter names to write: official or timm")
+        ->check(CLI::IsMember({"official", "timm"}))
+        ->capture_default_str();
+    cmd->add_option("--key", o->key, "Top-level entry of a .pth checkpoint (default: model, state_dict, model_ema)");
+    return [o]() { return run_convert(*o); };
+}
+
+}  // namespace
+
+CONVNEXT_COMMAND(convert, setup)

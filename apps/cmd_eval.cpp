@@ -1,0 +1,96 @@
+// convnext eval: top-1/top-5, per-class accuracy and the confusion matrix of a trained model.
+#include <cmath>
+#include <cstdio>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "apps/command.h"
+#include "apps/run_common.h"
+#include "data/image_folder.h"
+
+namespace {
+using namespace cnx;
+using json = nlohmann::json;
+
+struct EvalOptions {
+    app::DataConfig data;
+    app::ModelSpec model;
+    std::string weights, classes;
+    int64_t num_classes = 0, batch_size = 32;
+    int workers = 2;
+    bool json_out = false, skip_bad_images = false;
+};
+
+std::function<int()> setup(CLI::App& root) {
+    auto* cmd = root.add_subcommand("eval", "Accuracy, per-class accuracy and confusion matrix on a dataset");
+    auto o = std::make_shared<EvalOptions>();
+    o->model.add_options(cmd);
+    cmd->add_option("--weights", o->weights, "Weights (.safetensors or .pth)")->required();
+    cmd->add_option("--data", o->data.data_dir, "Image folder with one subfolder per class (every image is used)");
+    cmd->add_option("--dataset", o->data.dataset, "Built-in dataset: fashion-mnist (its test split)");
+    cmd->add_option("--image-size", o->data.image_size, "Input size")->capture_default_str();
+    cmd->add_option("--crop-pct", o->data.crop_pct, "Resize to image_size / crop_pct, centre crop")->capture_default_str();
+    cmd->add_option("--classes", o->classes, "class_indices.json giving the class names (checked against the folders)");
+    cmd->add_option("--num-classes", o->num_classes, "Classes of the model (default: from the weights)");
+    cmd->add_option("--batch-size", o->batch_size, "Batch size")->capture_default_str();
+    cmd->add_option("--workers", o->workers, "Data loading threads")->capture_default_str();
+    cmd->add_flag("--skip-bad-images", o->skip_bad_images, "Warn about undecodable images and leave them out");
+    cmd->add_flag("--json", o->json_out, "Print one JSON object");
+    cmd->add_option("--val-limit", o->data.val_limit, "Use only the first N images");
+    return [o]() -> int {
+        o->data.augment = false;
+        o->data.eval_all = true;
+        std::ostringstream quiet;
+        app::DataSets ds = app::make_datasets(o->data, o->json_out ? quiet : std::cout);
+        std::vector<std::string> names = ds.classes;
+        if (!o->classes.empty()) {
+            names = data::read_class_indices(o->classes);
+            if (o->data.dataset.empty())
+                CNX_CHECK(names == ds.classes, "--classes '", o->classes, "' names ", names.size(),
+                          " classes that differ from the folders under ", o->data.data_dir);
+        }
+        app::WeightsShape ws = app::peek_weights_shape(o->weights);
+        models::ConvNeXtOptions mo;
+        mo.num_classes = o->num_classes > 0 ? o->num_classes : (ws.num_classes > 0 ? ws.num_classes : (int64_t)names.size());
+        mo.in_chans = ws.in_chans > 0 ? ws.in_chans : ds.in_chans;
+        CNX_CHECK(mo.in_chans == ds.in_chans, "weights '", o->weights, "' expect ", mo.in_chans,
+                  "-channel input, the data has ", ds.in_chans);
+        CNX_CHECK(mo.num_classes >= (int64_t)ds.classes.size(), "the model has ", mo.num_classes,
+                  " classes, the data ", ds.classes.size());
+        auto model = app::make_model(o->model, mo);
+        app::load_pretrained(*model, o->weights, false, o->json_out ? quiet : std::cout);
+        auto r = app::evaluate(*model, ds.val, mo.num_classes, o->batch_size, o->workers, o->skip_bad_images,
+                               o->json_out ? "" : "eval");
+        auto label = [&](size_t c) { return c < names.size() ? names[c] : std::to_string(c); };
+        if (o->json_out) {
+            json per = json::object();
+            for (size_t c = 0; c < r.per_class_acc.size(); ++c)
+                per[label(c)] = std::isfinite(r.per_class_acc[c]) ? json(r.per_class_acc[c]) : json(nullptr);
+            json classes = json::array();
+            for (size_t c = 0; c < (size_t)mo.num_classes; ++c) classes.push_back(label(c));
+            std::cout << json{{"top1_acc", r.top1}, {"top5_acc", r.top5}, {"loss", r.loss}, {"count", r.count},
+                              {"per_class_acc", per}, {"classes", classes}, {"confusion", r.confusion}}
+                             .dump()
+                      << "\n";
+            return 0;
+        }
+        std::printf("%lld images: top-1 %.4f, top-5 %.4f, loss %.4f\n\nper class:\n", (long long)r.count, r.top1, r.top5,
+                    r.loss);
+        for (size_t c = 0; c < r.per_class_acc.size(); ++c)
+            std::printf("  %3zu %-20s %s\n", c, label(c).c_str(),
+                        std::isfinite(r.per_class_acc[c]) ? std::to_string(r.per_class_acc[c]).c_str() : "-");
+        std::printf("\nconfusion (rows: true, columns: predicted):\n     ");
+        for (size_t c = 0; c < r.confusion.size(); ++c) std::printf("%6zu", c);
+        std::printf("\n");
+        for (size_t t = 0; t < r.confusion.size(); ++t) {
+            std::printf("%5zu", t);
+            for (auto v : r.confusion[t]) std::printf("%6lld", (long long)v);
+            std::printf("\n");
+        }
+        return 0;
+    };
+}
+
+}  // namespace
+
+CONVNEXT_COMMAND(eval, setup)

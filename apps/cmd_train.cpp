@@ -1,0 +1,386 @@
+// convnext train: the classic ConvNeXt fine-tuning workflow (image folder or Fashion-MNIST),
+// with that script's options and defaults: AdamW without decay on biases and norms, warmup then
+// cosine stepped per iteration, --freeze-layers, class_indices.json, best weights by val accuracy.
+#include <array>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "apps/command.h"
+#include "apps/mixup.h"
+#include "apps/run_common.h"
+#include "core/autograd.h"
+#include "core/rng.h"
+#include "data/loader.h"
+#include "io/curves.h"
+#include "io/safetensors.h"
+#include "ops/ops.h"
+#include "optim/optim.h"
+
+namespace {
+namespace fs = std::filesystem;
+using namespace cnx;
+using json = nlohmann::json;
+
+struct TrainOptions {
+    app::DataConfig data;
+    app::ModelSpec model;
+    std::string weights, out;
+    int64_t num_classes = 0, epochs = 10, batch_size = 8, accum_steps = 1, warmup_epochs = 1;
+    double lr = 5e-4, wd = 0.05, drop_path = 0, label_smoothing = 0, mixup = 0, cutmix = 0, clip_grad = 0;
+    double ema_decay = 0.9999, layer_decay = 1.0;
+    int workers = 2;
+    bool freeze_layers = false, ema = false, resume = false, no_augment = false, no_shuffle = false;
+    bool skip_bad_images = false, detect_anomaly = false;
+    int64_t show_predictions = 8;
+    int64_t stop_after_epochs = 0;
+};
+
+struct EpochRecord {
+    double train_loss = NAN, train_acc = NAN, val_loss = NAN, val_acc = NAN, lr = NAN, seconds = 0;
+    json to_json(int64_t epoch) const {
+        auto num = [](double v) { return std::isfinite(v) ? json(v) : json(nullptr); };
+        return {{"epoch", epoch},       {"train_loss", num(train_loss)}, {"train_acc", num(train_acc)},
+                {"val_loss", num(val_loss)}, {"val_acc", num(val_acc)},   {"lr", num(lr)},
+                {"seconds", seconds}};
+    }
+    static EpochRecord from_json(const json& j) {
+        auto get = [&](const char* k) { return j.contains(k) && j[k].is_number() ? j[k].get<double>() : NAN; };
+        EpochRecord r;
+        r.train_loss = get("train_loss"), r.train_acc = get("train_acc"), r.val_loss = get("val_loss");
+        r.val_acc = get("val_acc"), r.lr = get("lr"), r.seconds = j.value("seconds", 0.0);
+        return r;
+    }
+};
+
+void write_curves(const std::string& path, const std::vector<EpochRecord>& h) {
+    std::vector<double> tl, vl, ta, va, lr;
+    for (auto& r : h) tl.push_back(r.train_loss), vl.push_back(r.val_loss), ta.push_back(r.train_acc),
+        va.push_back(r.val_acc), lr.push_back(r.lr);
+    const std::array<uint8_t, 3> blue{31, 119, 180}, orange{255, 127, 14}, green{44, 160, 44};
+    io::write_curves_png(path, {{"loss", {{"train", tl, blue}, {"val", vl, orange}}},
+                                {"accuracy", {{"train", ta, blue}, {"val", va, orange}}},
+                                {"learning rate", {{"lr", lr, green}}}});
+}
+
+NamedTensors prefixed(const std::string& prefix, const NamedTensors& in) {
+    NamedTensors out;
+    for (auto& [n, t] : in) out.push_back({prefix + n, t});
+    return out;
+}
+
+NamedTensors strip_prefix(const std::string& prefix, const NamedTensors& in) {
+    NamedTensors out;
+    for (auto& [n, t] : in)
+        if (n.rfind(prefix, 0) == 0) out.push_back({n.substr(prefix.size()), t});
+    return out;
+}
+
+std::function<int()> setup(CLI::App& root) {
+    auto* cmd = root.add_subcommand("train", "Train or fine-tune a ConvNeXt on an image folder or Fashion-MNIST");
+    auto o = std::make_shared<TrainOptions>();
+    cmd->add_option("--data", o->data.data_dir, "Image folder with one subfolder per class (or the Fashion-MNIST folder)");
+    cmd->add_option("--dataset", o->data.dataset, "Built-in dataset: fashion-mnist");
+    o->model.add_options(cmd);
+    cmd->add_option("--num-classes", o->num_classes, "Classes (default: from the data)");
+    cmd->add_option("--epochs", o->epochs, "Epochs")->capture_default_str()->check(CLI::PositiveNumber);
+    cmd->add_option("--batch-size", o->batch_size, "Batch size")->capture_default_str()->check(CLI::PositiveNumber);
+    cmd->add_option("--lr", o->lr, "Peak learning rate")->capture_default_str();
+    cmd->add_option("--wd", o->wd, "AdamW weight decay (not on biases and norms)")->capture_default_str();
+    cmd->add_option("--weights", o->weights, "Initial weights (.safetensors or .pth); head dropped if its shape differs");
+    cmd->add_flag("--freeze-layers", o->freeze_layers, "Train only the head");
+    cmd->add_option("--image-size", o->data.image_size, "Input size for image folders")->capture_default_str();
+    cmd->add_option("--crop-pct", o->data.crop_pct, "Eval resize = image_size / crop_pct, then centre crop")
+        ->capture_default_str();
+    cmd->add_option("--val-rate", o->data.val_rate, "Fraction of each class held out (0: none)")->capture_default_str();
+    cmd->add_option("--seed", o->data.seed, "Seed for split, init, shuffle and augmentation")->capture_default_str();
+    cmd->add_option("--drop-path", o->drop_path, "Stochastic depth rate")->capture_default_str();
+    cmd->add_option("--warmup-epochs", o->warmup_epochs, "Linear warmup epochs (0: none)")->capture_default_str();
+    cmd->add_option("--label-smoothing", o->label_smoothing, "Label smoothing")->capture_default_str();
+    cmd->add_option("--mixup", o->mixup, "Mixup alpha (0: off)")->capture_default_str();
+    cmd->add_option("--cutmix", o->cutmix, "CutMix alpha (0: off)")->capture_default_str();
+    cmd->add_flag("--ema", o->ema, "Keep an exponential moving average of the weights");
+    cmd->add_option("--ema-decay", o->ema_decay, "EMA decay")->capture_default_str();
+    cmd->add_option("--clip-grad", o->clip_grad, "Clip the global gradient norm (0: off)")->capture_default_str();
+    cmd->add_option("--accum-steps", o->accum_steps, "Micro-batches per optimiser step")->capture_default_str()
+        ->check(CLI::PositiveNumber);
+    cmd->add_option("--layer-decay", o->layer_decay, "Layer-wise lr decay (1: off)")->capture_default_str();
+    cmd->add_option("--out", o->out, "Output folder (default runs/<date-time>)");
+    cmd->add_flag("--resume", o->resume, "Continue from checkpoint.safetensors in --out");
+    cmd->add_flag("--no-augment", o->no_augment, "Use the eval transform for training too");
+    cmd->add_flag("--no-shuffle", o->no_shuffle, "Keep the training order fixed");
+    cmd->add_flag("--skip-bad-images", o->skip_bad_images, "Warn about undecodable images and leave them out");
+    cmd->add_flag("--detect-anomaly", o->detect_anomaly, "Name the first op whose output is not finite");
+    cmd->add_option("--workers", o->workers, "Data loading threads")->capture_default_str();
+    cmd->add_option("--train-limit", o->data.train_limit, "Use only the first N training samples");
+    cmd->add_option("--val-limit", o->data.val_limit, "Use only the first N validation samples");
+    cmd->add_option("--stop-after-epochs", o->stop_after_epochs,
+                    "End this run after N epochs (the schedule still spans --epochs; continue with --resume)");
+    cmd->add_option("--show-predictions", o->show_predictions, "Validation images to predict at the end")
+        ->capture_default_str();
+    return [o]() -> int {
+        TrainOptions& opt = *o;
+        if (opt.out.empty()) {
+            CNX_CHECK(!opt.resume, "--resume needs --out (the folder holding checkpoint.safetensors)");
+            opt.out = "runs/" + app::now_stamp();
+        }
+        app::ensure_writable_dir(opt.out);
+        const std::string ckpt_path = (fs::path(opt.out) / "checkpoint.safetensors").string();
+        io::SafetensorsFile ckpt;
+        if (opt.resume) {
+            CNX_CHECK(fs::exists(ckpt_path), "--resume: no checkpoint at '", ckpt_path, "'");
+            ckpt = io::load_safetensors(ckpt_path);
+        }
+        autograd::set_anomaly_enabled(opt.detect_anomaly);
+
+        opt.data.augment = !opt.no_augment;
+        opt.data.class_indices_out = (fs::path(opt.out) / "class_indices.json").string();
+        app::DataSets ds = app::make_datasets(opt.data, std::cout);
+        int64_t num_classes = opt.num_classes > 0 ? opt.num_classes : (int64_t)ds.classes.size();
+        CNX_CHECK(num_classes >= (int64_t)ds.classes.size(), "--num-classes ", num_classes, " is less than the ",
+                  ds.classes.size(), " classes in the data");
+
+        manual_seed(opt.data.seed);
+        models::ConvNeXtOptions mo;
+        mo.num_classes = num_classes;
+        mo.in_chans = ds.in_chans;
+        mo.drop_path_rate = opt.drop_path;
+        auto model = app::make_model(opt.model, mo);
+        if (!opt.weights.empty() && !opt.resume) app::load_pretrained(*model, opt.weights, true, std::cout);
+        if (opt.freeze_layers)  // as the classic script: everything whose name lacks "head" is frozen
+            for (auto& [name, p] : model->named_parameters())
+                if (name.find("head") == std::string::npos) p.requires_grad_(false);
+
+        optim::ParamGroupOptions pgo;
+        pgo.weight_decay = opt.wd;
+        pgo.layer_decay = opt.layer_decay;
+        auto groups = optim::get_params_groups(model->named_parameters(), pgo);
+        int64_t trainable = 0, total = 0;
+        for (auto& [n, p] : model->named_parameters()) total += p.numel(), trainable += p.requires_grad() ? p.numel() : 0;
+        optim::AdamW opt_adamw(groups, optim::AdamWOptions(opt.lr).weight_decay(opt.wd));
+
+        data::LoaderOptions lo;
+        lo.batch_size = opt.batch_size;
+        lo.shuffle = !opt.no_shuffle;
+        lo.drop_last = true;
+        lo.num_workers = opt.workers;
+        lo.seed = opt.data.seed;
+        lo.skip_bad_images = opt.skip_bad_images;
+        data::DataLoader loader(ds.train, lo);
+        const int64_t batches = loader.batches_per_epoch();
+        CNX_CHECK(batches > 0, "batch size ", opt.batch_size, " is larger than the ", ds.train->size(),
+                  " training images (the last partial batch is dropped)");
+        const int64_t steps_per_epoch = (batches + opt.accum_steps - 1) / opt.accum_steps;
+        CNX_CHECK(opt.warmup_epochs < opt.epochs || opt.warmup_epochs == 0, "--warmup-epochs ", opt.warmup_epochs,
+                  " must be less than --epochs ", opt.epochs);
+        optim::WarmupCosine schedule(steps_per_epoch, opt.epochs, opt.warmup_epochs > 0, opt.warmup_epochs);
+        optim::LambdaLR sched(opt_adamw, schedule);
+        std::unique_ptr<optim::ModelEMA> ema;
+        if (opt.ema) ema = std::make_unique<optim::ModelEMA>(model->state_dict(), opt.ema_decay);
+
+        int64_t start_epoch = 0, global_step = 0;
+        double best_acc = -1;
+        std::vector<EpochRecord> history;
+        if (opt.resume) {
+            model->load_state_dict(strip_prefix("model.", ckpt.tensors), true);
+            optim::OptimizerState st{ckpt.tensors, ckpt.metadata};
+            opt_adamw.load_state_dict(st);
+            sched.load(ckpt.metadata);
+            if (ema) ema->load_state_dict(st);
+            auto meta = [&](const char* k) {
+                auto it = ckpt.metadata.find(k);
+                CNX_CHECK(it != ckpt.metadata.end(), "checkpoint '", ckpt_path, "' lacks '", k, "'");
+                return it->second;
+            };
+            CNX_CHECK(meta("model") == opt.model.name, "checkpoint '", ckpt_path, "' is a ", meta("model"),
+                      ", not a ", opt.model.name);
+            start_epoch = std::stoll(meta("epoch"));
+            global_step = std::stoll(meta("global_step"));
+            best_acc = std::stod(meta("best_acc"));
+            default_generator().set_state(meta("rng"));
+            for (auto& r : json::parse(meta("history"))) history.push_back(EpochRecord::from_json(r));
+            std::cout << "resumed from " << ckpt_path << " after epoch " << start_epoch << " (step " << global_step
+                      << ")\n";
+        }
+
+        std::printf("%s: %.2fM parameters (%.2fM trainable), %lld classes, input %lldx%lldx%lld\n", opt.model.name.c_str(),
+                    total / 1e6, trainable / 1e6, (long long)num_classes, (long long)ds.image_size,
+                    (long long)ds.image_size, (long long)ds.in_chans);
+        std::printf("batch %lld x %lld accumulation, %lld steps/epoch, %lld epochs, lr %g, wd %g, warmup %lld epoch(s)\n",
+                    (long long)opt.batch_size, (long long)opt.accum_steps, (long long)steps_per_epoch,
+                    (long long)opt.epochs, opt.lr, opt.wd, (long long)opt.warmup_epochs);
+        std::printf("writing to %s\n", opt.out.c_str());
+        std::fflush(stdout);
+
+        std::ofstream metrics((fs::path(opt.out) / "metrics.jsonl").string(),
+                              opt.resume ? std::ios::app : std::ios::trunc);
+        CNX_CHECK(metrics.good(), "cannot write ", (fs::path(opt.out) / "metrics.jsonl").string());
+        app::MixupOptions mix{opt.mixup, opt.cutmix, opt.label_smoothing};
+        Generator mix_gen(data::derive_seed(opt.data.seed, 0x6d6978));
+
+        int64_t end_epoch = opt.epochs;
+        if (opt.stop_after_epochs > 0) end_epoch = std::min(end_epoch, start_epoch + opt.stop_after_epochs);
+        for (int64_t epoch = start_epoch; epoch < end_epoch; ++epoch) {
+            auto t0 = std::chrono::steady_clock::now();
+            model->train();
+            loader.start_epoch(epoch);
+            mix_gen.manual_seed(data::derive_seed(opt.data.seed, 0x6d6978, epoch));
+            app::Progress progress("epoch " + std::to_string(epoch + 1) + "/" + std::to_string(opt.epochs), batches,
+                                   app::stderr_is_tty());
+            optim::GradAccumulator acc(opt.accum_steps);
+            double loss_sum = 0, pending_loss = 0, last_lr = NAN;
+            int64_t seen = 0, correct = 0, done = 0, pending_n = 0, step_in_epoch = 0;
+            data::Batch batch;
+            opt_adamw.zero_grad();
+            while (loader.next(batch)) {
+                ++done;
+                if (batch.size() == 0) continue;  // every image of the batch was skipped
+                Tensor x = batch.images;
+                Tensor soft;
+                if (mix.enabled()) soft = app::mix_batch(x, batch.labels, num_classes, mix, mix_gen);
+                Tensor logits = model->forward(x);
+                Tensor loss = soft.defined() ? cross_entropy(logits, soft)
+                                             : cross_entropy(logits, batch.labels, opt.label_smoothing);
+                double lv = loss.item();
+                if (!std::isfinite(lv))
+                    fail("training diverged: non-finite loss (", lv, ") at epoch ", epoch + 1, " step ", step_in_epoch + 1,
+                         " (global step ", global_step + 1, "); the last checkpoint in ", opt.out,
+                         " is intact. Try a lower --lr or --clip-grad.");
+                if (opt.accum_steps > 1) loss = mul(loss, 1.0 / opt.accum_steps);
+                loss.backward();
+                const float* lp = logits.data<float>();
+                for (int64_t i = 0; i < batch.size(); ++i) {
+                    const float* row = lp + i * num_classes;
+                    int64_t best = 0;
+                    for (int64_t c = 1; c < num_classes; ++c)
+                        if (row[c] > row[best]) best = c;
+                    correct += best == batch.labels[i];
+                }
+                seen += batch.size();
+                loss_sum += lv * batch.size();
+                pending_loss += lv, pending_n++;
+                if (acc.ready() || done == batches) {
+                    acc.reset();
+                    std::vector<Tensor> params;
+                    for (auto& p : model->parameters())
+                        if (p.requires_grad()) params.push_back(p);
+                    double gnorm = optim::clip_grad_norm(params, opt.clip_grad > 0 ? opt.clip_grad : INFINITY);
+                    if (!std::isfinite(gnorm))
+                        fail("training diverged: non-finite gradient norm at epoch ", epoch + 1, " step ",
+                             step_in_epoch + 1, " (global step ", global_step + 1, "); the last checkpoint in ", opt.out,
+                             " is intact. Try a lower --lr or --clip-grad.");
+                    last_lr = opt.lr * schedule(global_step);
+                    opt_adamw.step();
+                    sched.step();
+                    opt_adamw.zero_grad();
+                    if (ema) ema->update(model->state_dict());
+                    metrics << json{{"epoch", epoch}, {"step", global_step}, {"loss", pending_loss / pending_n},
+                                    {"lr", last_lr}, {"grad_norm", gnorm}}
+                                   .dump()
+                            << "\n";
+                    metrics.flush();
+                    pending_loss = 0, pending_n = 0;
+                    ++global_step, ++step_in_epoch;
+                }
+                double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+                char stats[160];
+                std::snprintf(stats, sizeof stats, "loss %.4f acc %.4f lr %.2e %.1f img/s", loss_sum / seen,
+                              (double)correct / seen, last_lr, seen / std::max(secs, 1e-9));
+                progress.update(done, stats);
+            }
+            EpochRecord rec;
+            rec.train_loss = seen ? loss_sum / seen : NAN;
+            rec.train_acc = seen ? (double)correct / seen : NAN;
+            rec.lr = last_lr;
+            char stats[160];
+            std::snprintf(stats, sizeof stats, "train loss %.4f acc %.4f lr %.2e", rec.train_loss, rec.train_acc,
+                          rec.lr);
+            progress.finish(stats);
+            if (ds.val) {
+                auto vr = app::evaluate(*model, ds.val, num_classes, opt.batch_size, opt.workers, opt.skip_bad_images);
+                rec.val_loss = vr.loss, rec.val_acc = vr.top1;
+                std::printf("[valid epoch %lld] loss %.4f acc %.4f (%lld images)", (long long)epoch + 1, vr.loss, vr.top1,
+                            (long long)vr.count);
+                if (ema) {
+                    auto shadow_model = app::make_model(opt.model, mo);
+                    shadow_model->load_state_dict(ema->shadow(), true);
+                    auto er = app::evaluate(*shadow_model, ds.val, num_classes, opt.batch_size, opt.workers,
+                                            opt.skip_bad_images);
+                    std::printf(", ema acc %.4f", er.top1);
+                }
+                std::printf("\n");
+            }
+            rec.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+            history.push_back(rec);
+            double score = ds.val ? rec.val_acc : rec.train_acc;
+            io::Metadata wmeta{{"model", opt.model.name}, {"num_classes", std::to_string(num_classes)},
+                               {"in_chans", std::to_string(ds.in_chans)}, {"image_size", std::to_string(ds.image_size)},
+                               {"epoch", std::to_string(epoch + 1)}, {"mean", json(ds.mean).dump()},
+                               {"std", json(ds.std).dump()}, {"classes", json(ds.classes).dump()}};
+            if (score > best_acc) {
+                best_acc = score;
+                io::save_safetensors((fs::path(opt.out) / "best.safetensors").string(), model->state_dict(), wmeta);
+            }
+            if (ema) io::save_safetensors((fs::path(opt.out) / "ema.safetensors").string(), ema->shadow(), wmeta);
+            // The checkpoint: everything --resume needs, written atomically.
+            NamedTensors tensors = prefixed("model.", model->state_dict());
+            optim::OptimizerState os = opt_adamw.state_dict();
+            tensors.insert(tensors.end(), os.tensors.begin(), os.tensors.end());
+            io::Metadata meta = os.scalars;
+            sched.save(meta);
+            if (ema) {
+                optim::OptimizerState es = ema->state_dict();
+                tensors.insert(tensors.end(), es.tensors.begin(), es.tensors.end());
+                meta.insert(es.scalars.begin(), es.scalars.end());
+            }
+            json hist = json::array();
+            for (size_t i = 0; i < history.size(); ++i) hist.push_back(history[i].to_json((int64_t)i));
+            meta["model"] = opt.model.name;
+            meta["epoch"] = std::to_string(epoch + 1);
+            meta["global_step"] = std::to_string(global_step);
+            meta["best_acc"] = std::to_string(best_acc);
+            meta["rng"] = default_generator().state();
+            meta["history"] = hist.dump();
+            io::save_safetensors(ckpt_path, tensors, meta);
+            write_curves((fs::path(opt.out) / "curves.png").string(), history);
+            metrics << rec.to_json(epoch).dump() << "\n";
+            metrics.flush();
+        }
+
+        std::printf("done: best %s accuracy %.4f; weights %s, checkpoint %s, curves %s\n", ds.val ? "validation" : "training",
+                    best_acc, (fs::path(opt.out) / "best.safetensors").c_str(), ckpt_path.c_str(),
+                    (fs::path(opt.out) / "curves.png").c_str());
+        if (ds.val && opt.show_predictions > 0) {
+            NoGradGuard ng;
+            model->eval();
+            int64_t n = std::min<int64_t>(opt.show_predictions, ds.val->size());
+            std::printf("predictions on %lld validation images:\n", (long long)n);
+            Generator g(0);
+            for (int64_t i = 0; i < n; ++i) {
+                data::Sample s;
+                try {
+                    s = ds.val->get(i, g);
+                } catch (const data::BadImageError&) {
+                    continue;
+                }
+                Tensor logits = model->forward(s.image.reshape({1, s.image.size(0), s.image.size(1), s.image.size(2)}));
+                Tensor prob = softmax(logits, -1);
+                const float* p = prob.data<float>();
+                int64_t best = 0;
+                for (int64_t c = 1; c < num_classes; ++c)
+                    if (p[c] > p[best]) best = c;
+                auto name = [&](int64_t c) { return c < (int64_t)ds.classes.size() ? ds.classes[c] : std::to_string(c); };
+                std::printf("  %-40s true %-12s predicted %-12s (%.3f)%s\n", ds.val->describe(i).c_str(),
+                            name(s.label).c_str(), name(best).c_str(), p[best], best == s.label ? "" : "  <- wrong");
+            }
+        }
+        return 0;
+    };
+}
+
+}  // namespace
+
+CONVNEXT_COMMAND(train, setup)

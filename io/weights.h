@@ -1,0 +1,35 @@
+#pragma once
+// One entry point for pretrained weights, whatever their container: a PyTorch checkpoint
+// (.pth/.pt, detected by its zip signature rather than its extension, read through io/pth.h) or a
+// safetensors file. Names come back in the official ConvNeXt spelling (io/key_names.h): timm
+// names are mapped and a DistributedDataParallel "module." prefix is dropped, so the result loads
+// straight into a model's load_state_dict.
+//
+//   auto sd = io::load_weights("convnext_tiny.pth");                 // or .safetensors
+//   model->load_state_dict(sd);
+//   auto ema = io::load_weights("checkpoint.pth", "model_ema");
+#include <string>
+#include <vector>
+
+#include "io/key_names.h"
+
+namespace cnx::io {
+
+struct WeightsOptions {
+    std::string key;              // .pth only: top-level entry ("model_ema", ...); "" = auto
+    bool official_names = true;   // map timm names to official ones
+};
+
+struct LoadedWeights {
+    NamedTensors tensors;
+    std::string format;                 // "pth" or "safetensors"
+    std::string key;                    // .pth: the top-level entry used ("" = bare state_dict)
+    std::vector<std::string> top_keys;  // .pth: every top-level string key
+    NameStyle source_names = NameStyle::Unknown;  // spelling found in the file
+};
+
+// .pth tensors are float32; safetensors tensors are float32 too, except F64 ones, which stay F64.
+LoadedWeights read_weights(const std::string& path, const WeightsOptions& options = {});
+NamedTensors load_weights(const std::string& path, const std::string& key = "");
+
+}  // namespace cnx::io

@@ -1,0 +1,5 @@
+#pragma once
+// Everything in cnx::nn: Module, the layers and the initialisers.
+#include "nn/init.h"
+#include "nn/layers.h"
+#include "nn/module.h"

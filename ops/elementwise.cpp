@@ -1,0 +1,322 @@
+// Elementwise arithmetic with NumPy broadcasting, scalar variants, and the per-channel layer
+// scale. Forward kernels walk a broadcast plan (output dims collapsed as far as the operands'
+// strides allow), so "same shape" and "[..., C] op [C]" both end up as long contiguous inner
+// loops without dedicated code. Backward reduces each gradient to its input's shape with sum().
+#include "ops/elementwise.h"
+
+#include <algorithm>
+#include <vector>
+
+#include "core/autograd.h"
+#include "ops/reduce.h"
+
+namespace cnx {
+namespace {
+
+constexpr int64_t kParallelMin = 1 << 15;  // elements; below this threads cost more than they save
+
+// Output dims after dropping size-1 dims and merging neighbours that are contiguous in both
+// operands. Strides are in elements; 0 means the operand is broadcast along that dim.
+struct BroadcastPlan {
+    Shape out_shape;
+    std::vector<int64_t> sizes, sa, sb;
+};
+
+bool broadcast_shape(const Shape& a, const Shape& b, Shape& out) {
+    size_t r = std::max(a.size(), b.size());
+    out.assign(r, 1);
+    for (size_t i = 0; i < r; ++i) {
+        int64_t da = i < r - a.size() ? 1 : a[i - (r - a.size())];
+        int64_t db = i < r - b.size() ? 1 : b[i - (r - b.size())];
+        if (da != db && da != 1 && db != 1) return false;
+        out[i] = da == 1 ? db : da;
+    }
+    return true;
+}
+
+// Contiguous strides of `s` left-padded to rank r, zeroed where s is broadcast to `out`.
+std::vector<int64_t> broadcast_strides(const Shape& s, const Shape& out) {
+    size_t r = out.size(), pad = r - s.size();
+    std::vector<int64_t> st(r, 0);
+    int64_t acc = 1;
+    for (size_t i = r; i-- > pad;) {
+        int64_t d = s[i - pad];
+        st[i] = (d == 1) ? 0 : acc;
+        acc *= d;
+    }
+    return st;
+}
+
+BroadcastPlan make_plan(const char* op, const Tensor& a, const Tensor& b) {
+    BroadcastPlan p;
+    CNX_CHECK(broadcast_shape(a.shape(), b.shape(), p.out_shape), op, ": shapes ", shape_str(a.shape()), " and ",
+              shape_str(b.shape()), " do not broadcast");
+    auto sa = broadcast_strides(a.shape(), p.out_shape), sb = broadcast_strides(b.shape(), p.out_shape);
+    for (size_t i = 0; i < p.out_shape.size(); ++i) {
+        int64_t d = p.out_shape[i];
+        if (d == 1) continue;
+        if (!p.sizes.empty()) {
+            int64_t& last = p.sizes.back();
+            // Merge dim i into the previous one when stepping the previous dim by one equals
+            // stepping dim i across its whole extent, for both operands.
+            if (p.sa.back() == sa[i] * d && p.sb.back() == sb[i] * d) {
+                last *= d;
+                p.sa.back() = sa[i];
+                p.sb.back() = sb[i];
+                continue;
+            }
+        }
+        p.sizes.push_back(d);
+        p.sa.push_back(sa[i]);
+        p.sb.push_back(sb[i]);
+    }
+    return p;
+}
+
+template <int IA, int IB, class T, class F>
+inline void inner_loop(T* o, const T* a, const T* b, int64_t n, F f) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) o[i] = f(a[IA ? i : 0], b[IB ? i : 0]);
+}
+
+template <class T, class F>
+inline void inner_dispatch(T* o, const T* a, const T* b, int64_t n, int64_t ia, int64_t ib, F f) {
+    if (ia && ib)
+        inner_loop<1, 1>(o, a, b, n, f);
+    else if (ia)
+        inner_loop<1, 0>(o, a, b, n, f);
+    else if (ib)
+        inner_loop<0, 1>(o, a, b, n, f);
+    else
+        inner_loop<0, 0>(o, a, b, n, f);
+}
+
+// out[i] = f(a[.], b[.]) over the broadcast plan. The innermost merged dim has operand strides
+// 0 or 1 (all later dims were size 1), so the inner loop is contiguous or a splat.
+template <class T, class F>
+void binary_kernel(T* out, const T* a, const T* b, const BroadcastPlan& p, F f) {
+    const int r = (int)p.sizes.size();
+    if (r == 0) {  // every dim is 1
+        out[0] = f(a[0], b[0]);
+        return;
+    }
+    const int64_t inner = p.sizes[r - 1], ia = p.sa[r - 1], ib = p.sb[r - 1];
+    int64_t rows = 1;
+    for (int k = 0; k < r - 1; ++k) rows *= p.sizes[k];
+    if (rows == 1) {
+        const int64_t block = 4096;
+        const int64_t nblocks = (inner + block - 1) / block;
+#pragma omp parallel for if (inner >= kParallelMin)
+        for (int64_t j = 0; j < nblocks; ++j) {
+            int64_t s = j * block, n = std::min(block, inner - s);
+            inner_dispatch(out + s, a + s * ia, b + s * ib, n, ia, ib, f);
+        }
+        return;
+    }
+#pragma omp parallel for if (rows * inner >= kParallelMin)
+    for (int64_t row = 0; row < rows; ++row) {
+        int64_t oa = 0, ob = 0, rem = row;
+        for (int k = r - 2; k >= 0; --k) {
+            int64_t idx = rem % p.sizes[k];
+            rem /= p.sizes[k];
+            oa += idx * p.sa[k];
+            ob += idx * p.sb[k];
+        }
+        inner_dispatch(out + row * inner, a + oa, b + ob, inner, ia, ib, f);
+    }
+}
+
+enum class BinOp { Add, Sub, Mul, Div };
+
+template <class T>
+void binary_forward(BinOp op, T* out, const T* a, const T* b, const BroadcastPlan& p) {
+    switch (op) {
+        case BinOp::Add: binary_kernel(out, a, b, p, [](T x, T y) { return x + y; }); break;
+        case BinOp::Sub: binary_kernel(out, a, b, p, [](T x, T y) { return x - y; }); break;
+        case BinOp::Mul: binary_kernel(out, a, b, p, [](T x, T y) { return x * y; }); break;
+        case BinOp::Div: binary_kernel(out, a, b, p, [](T x, T y) { return x / y; }); break;
+    }
+}
+
+// out = x * alpha + beta, elementwise (scalar add, scalar mul, neg and their backward).
+template <class T>
+void affine_kernel(T* out, const T* x, T alpha, T beta, int64_t n) {
+#pragma omp parallel for simd if (n >= kParallelMin)
+    for (int64_t i = 0; i < n; ++i) out[i] = x[i] * alpha + beta;
+}
+
+void check_dtypes(const char* op, const Tensor& a, const Tensor& b) {
+    CNX_CHECK(a.defined() && b.defined(), op, ": undefined input");
+    CNX_CHECK(a.dtype() == b.dtype(), op, ": dtypes differ: ", a.str(), " and ", b.str());
+}
+
+// Runs a broadcasting binary op without autograd.
+Tensor binary_nograd(const char* name, BinOp op, const Tensor& a, const Tensor& b) {
+    check_dtypes(name, a, b);
+    BroadcastPlan p = make_plan(name, a, b);
+    Tensor out = Tensor::empty(p.out_shape, a.dtype());
+    CNX_DISPATCH(a.dtype(), name,
+                 { binary_forward<scalar_t>(op, out.data<scalar_t>(), a.data<scalar_t>(), b.data<scalar_t>(), p); });
+    return out;
+}
+
+Tensor affine_nograd(const Tensor& x, double alpha, double beta) {
+    Tensor out = empty_like(x);
+    CNX_DISPATCH(x.dtype(), "affine", {
+        affine_kernel<scalar_t>(out.data<scalar_t>(), x.data<scalar_t>(), (scalar_t)alpha, (scalar_t)beta, x.numel());
+    });
+    return out;
+}
+
+// Sums a gradient of the broadcast shape back to `shape` (leading dims and dims that were 1).
+Tensor sum_to(const Tensor& g, const Shape& shape) {
+    if (g.shape() == shape) return g;
+    size_t r = g.dim(), pad = r - shape.size();
+    std::vector<int64_t> dims;
+    for (size_t i = 0; i < r; ++i)
+        if (i < pad || (shape[i - pad] == 1 && g.shape()[i] != 1)) dims.push_back((int64_t)i);
+    return sum(g, dims, true).reshape(shape);
+}
+
+Tensor binary(const char* name, BinOp op, const Tensor& a, const Tensor& b) {
+    Tensor out = binary_nograd(name, op, a, b);
+    if (!autograd::needs_grad({a, b})) return out;
+    const bool need_a = a.requires_grad(), need_b = b.requires_grad();
+    Shape sa = a.shape(), sb = b.shape();
+    BackwardFn fn;
+    switch (op) {
+        case BinOp::Add:
+            fn = [sa, sb, need_a, need_b](const Tensor& g) -> std::vector<Tensor> {
+                return {need_a ? sum_to(g, sa) : Tensor(), need_b ? sum_to(g, sb) : Tensor()};
+            };
+            break;
+        case BinOp::Sub:
+            fn = [sa, sb, need_a, need_b](const Tensor& g) -> std::vector<Tensor> {
+                return {need_a ? sum_to(g, sa) : Tensor(), need_b ? affine_nograd(sum_to(g, sb), -1.0, 0.0) : Tensor()};
+            };
+            break;
+        case BinOp::Mul: {
+            // Save only what each gradient needs.
+            Tensor sa_b = need_a ? b.detach() : Tensor(), sb_a = need_b ? a.detach() : Tensor();
+            fn = [sa, sb, sa_b, sb_a](const Tensor& g) -> std::vector<Tensor> {
+                Tensor ga, gb;
+                if (sa_b.defined()) ga = sum_to(binary_nograd("mul backward", BinOp::Mul, g, sa_b), sa);
+                if (sb_a.defined()) gb = sum_to(binary_nograd("mul backward", BinOp::Mul, g, sb_a), sb);
+                return {ga, gb};
+            };
+            break;
+        }
+        case BinOp::Div: {
+            // d(a/b)/da = 1/b, d(a/b)/db = -out/b.
+            Tensor bd = b.detach(), od = need_b ? out.detach() : Tensor();
+            fn = [sa, sb, bd, od, need_a](const Tensor& g) -> std::vector<Tensor> {
+                Tensor ga, gb;
+                if (need_a) ga = sum_to(binary_nograd("div backward", BinOp::Div, g, bd), sa);
+                if (od.defined()) {
+                    Tensor t = binary_nograd("div backward", BinOp::Mul, g, od);
+                    t = binary_nograd("div backward", BinOp::Div, t, bd);
+                    gb = affine_nograd(sum_to(t, sb), -1.0, 0.0);
+                }
+                return {ga, gb};
+            };
+            break;
+        }
+    }
+    autograd::record(name, out, {a, b}, std::move(fn));
+    return out;
+}
+
+Tensor affine(const char* name, const Tensor& x, double alpha, double beta) {
+    CNX_CHECK(x.defined(), name, ": undefined input");
+    Tensor out = affine_nograd(x, alpha, beta);
+    if (autograd::needs_grad({x}))
+        autograd::record(name, out, {x}, [alpha](const Tensor& g) -> std::vector<Tensor> {
+            return {alpha == 1.0 ? g : affine_nograd(g, alpha, 0.0)};
+        });
+    return out;
+}
+
+// ---- layer scale: out[r, c] = x[r, c] * s[c] ----
+template <class T>
+void channel_scale_forward(T* out, const T* x, const T* s, int64_t rows, int64_t C) {
+#pragma omp parallel for if (rows * C >= kParallelMin)
+    for (int64_t r = 0; r < rows; ++r) {
+        const T* xr = x + r * C;
+        T* orow = out + r * C;
+#pragma omp simd
+        for (int64_t c = 0; c < C; ++c) orow[c] = xr[c] * s[c];
+    }
+}
+
+// dx = g * s (when dx != nullptr); ds[c] = sum_r g[r, c] * x[r, c]. The column reduction runs
+// over fixed row chunks whose partials are added in order, so the result depends only on the
+// sizes, never on the thread count.
+template <class T>
+void channel_scale_backward(T* dx, T* ds, const T* g, const T* x, const T* s, int64_t rows, int64_t C) {
+    const int64_t chunk = std::max<int64_t>(64, 16384 / std::max<int64_t>(C, 1));
+    const int64_t nchunks = (rows + chunk - 1) / chunk;
+    std::vector<double> partial(ds ? nchunks * C : 0, 0.0);
+#pragma omp parallel for if (rows * C >= kParallelMin)
+    for (int64_t k = 0; k < nchunks; ++k) {
+        double* acc = ds ? partial.data() + k * C : nullptr;
+        for (int64_t r = k * chunk; r < std::min(rows, (k + 1) * chunk); ++r) {
+            const T* gr = g + r * C;
+            if (dx) {
+                T* dr = dx + r * C;
+#pragma omp simd
+                for (int64_t c = 0; c < C; ++c) dr[c] = gr[c] * s[c];
+            }
+            if (acc) {
+                const T* xr = x + r * C;
+#pragma omp simd
+                for (int64_t c = 0; c < C; ++c) acc[c] += (double)gr[c] * (double)xr[c];
+            }
+        }
+    }
+    if (!ds) return;
+    for (int64_t c = 0; c < C; ++c) {
+        double t = 0;
+        for (int64_t k = 0; k < nchunks; ++k) t += partial[k * C + c];
+        ds[c] = (T)t;
+    }
+}
+
+}  // namespace
+
+Tensor add(const Tensor& a, const Tensor& b) { return binary("add", BinOp::Add, a, b); }
+Tensor sub(const Tensor& a, const Tensor& b) { return binary("sub", BinOp::Sub, a, b); }
+Tensor mul(const Tensor& a, const Tensor& b) { return binary("mul", BinOp::Mul, a, b); }
+Tensor div(const Tensor& a, const Tensor& b) { return binary("div", BinOp::Div, a, b); }
+Tensor add(const Tensor& a, double b) { return affine("add_scalar", a, 1.0, b); }
+Tensor mul(const Tensor& a, double b) { return affine("mul_scalar", a, b, 0.0); }
+Tensor neg(const Tensor& a) { return affine("neg", a, -1.0, 0.0); }
+
+Tensor channel_scale(const Tensor& x, const Tensor& scale) {
+    check_dtypes("channel_scale", x, scale);
+    CNX_CHECK(x.dim() >= 1 && scale.dim() == 1 && scale.size(0) == x.size(-1), "channel_scale: input ",
+              shape_str(x.shape()), " and scale ", shape_str(scale.shape()), " (expected [C] matching the last dim)");
+    const int64_t C = scale.size(0), rows = C ? x.numel() / C : 0;
+    Tensor out = empty_like(x);
+    CNX_DISPATCH(x.dtype(), "channel_scale", {
+        channel_scale_forward<scalar_t>(out.data<scalar_t>(), x.data<scalar_t>(), scale.data<scalar_t>(), rows, C);
+    });
+    if (autograd::needs_grad({x, scale})) {
+        Tensor xd = scale.requires_grad() ? x.detach() : Tensor(), sd = scale.detach();
+        const bool need_x = x.requires_grad();
+        autograd::record("channel_scale", out, {x, scale},
+                         [xd, sd, need_x, rows, C](const Tensor& g) -> std::vector<Tensor> {
+                             Tensor dx = need_x ? empty_like(g) : Tensor();
+                             Tensor ds = xd.defined() ? Tensor::empty({C}, g.dtype()) : Tensor();
+                             CNX_DISPATCH(g.dtype(), "channel_scale backward", {
+                                 channel_scale_backward<scalar_t>(
+                                     dx.defined() ? dx.data<scalar_t>() : nullptr,
+                                     ds.defined() ? ds.data<scalar_t>() : nullptr, g.data<scalar_t>(),
+                                     xd.defined() ? xd.data<scalar_t>() : nullptr, sd.data<scalar_t>(), rows, C);
+                             });
+                             return {dx, ds};
+                         });
+    }
+    return out;
+}
+
+}  // namespace cnx

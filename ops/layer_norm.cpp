@@ -1,0 +1,191 @@
+// Layer normalisation over the last dimension (Ba et al. 2016), as in llm.c's
+// layernorm_forward / layernorm_backward: the forward saves mean and rstd per row, the backward
+// needs nothing else. Statistics are two-pass (mean, then the mean of squared deviations), which
+// avoids the cancellation of E[x^2] - E[x]^2 in float.
+#include "ops/layer_norm.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "core/autograd.h"
+
+namespace cnx {
+namespace {
+
+constexpr int64_t kParallelMin = 1 << 15;
+
+// inp, out [rows, C]; mean, rstd [rows]; weight, bias [C] or null (no affine).
+template <class T>
+void layernorm_forward(T* out, T* mean, T* rstd, const T* inp, const T* weight, const T* bias, int64_t rows,
+                       int64_t C, double eps) {
+#pragma omp parallel for if (rows * C >= kParallelMin)
+    for (int64_t r = 0; r < rows; ++r) {
+        const T* x = inp + r * C;
+        T* o = out + r * C;
+        T m = 0;
+#pragma omp simd reduction(+ : m)
+        for (int64_t i = 0; i < C; ++i) m += x[i];
+        m /= (T)C;
+        T v = 0;
+#pragma omp simd reduction(+ : v)
+        for (int64_t i = 0; i < C; ++i) {
+            T d = x[i] - m;
+            v += d * d;
+        }
+        v /= (T)C;
+        const T s = (T)1 / std::sqrt(v + (T)eps);
+        if (weight && bias) {
+#pragma omp simd
+            for (int64_t i = 0; i < C; ++i) o[i] = (x[i] - m) * s * weight[i] + bias[i];
+        } else {
+            for (int64_t i = 0; i < C; ++i) {
+                T n = (x[i] - m) * s;
+                if (weight) n *= weight[i];
+                if (bias) n += bias[i];
+                o[i] = n;
+            }
+        }
+        mean[r] = m;
+        rstd[r] = s;
+    }
+}
+
+// dinp (may be null) [rows, C] is written; dweight, dbias (may be null) [C] are written, not
+// accumulated. Their column sums go through fixed-size row chunks added in order, so the result
+// depends on the sizes only, not on the number of threads.
+template <class T>
+void layernorm_backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* inp, const T* weight, const T* mean,
+                        const T* rstd, int64_t rows, int64_t C) {
+    const int64_t chunk = std::max<int64_t>(64, 16384 / std::max<int64_t>(C, 1));
+    const int64_t nchunks = (rows + chunk - 1) / chunk;
+    std::vector<double> pw(dweight ? nchunks * C : 0, 0.0), pb(dbias ? nchunks * C : 0, 0.0);
+#pragma omp parallel for if (rows * C >= kParallelMin)
+    for (int64_t k = 0; k < nchunks; ++k) {
+        double* accw = dweight ? pw.data() + k * C : nullptr;
+        double* accb = dbias ? pb.data() + k * C : nullptr;
+        for (int64_t r = k * chunk; r < std::min(rows, (k + 1) * chunk); ++r) {
+            const T* x = inp + r * C;
+            const T* g = dout + r * C;
+            const T m = mean[r], s = rstd[r];
+            if (dinp) {
+                // dnorm = g * w; dx = rstd * (dnorm - mean(dnorm) - norm * mean(dnorm * norm))
+                T dnorm_mean = 0, dnorm_norm_mean = 0;
+#pragma omp simd reduction(+ : dnorm_mean, dnorm_norm_mean)
+                for (int64_t i = 0; i < C; ++i) {
+                    T norm = (x[i] - m) * s;
+                    T dnorm = weight ? weight[i] * g[i] : g[i];
+                    dnorm_mean += dnorm;
+                    dnorm_norm_mean += dnorm * norm;
+                }
+                dnorm_mean /= (T)C;
+                dnorm_norm_mean /= (T)C;
+                T* dx = dinp + r * C;
+#pragma omp simd
+                for (int64_t i = 0; i < C; ++i) {
+                    T norm = (x[i] - m) * s;
+                    T dnorm = weight ? weight[i] * g[i] : g[i];
+                    dx[i] = (dnorm - dnorm_mean - norm * dnorm_norm_mean) * s;
+                }
+            }
+            if (accw) {
+#pragma omp simd
+                for (int64_t i = 0; i < C; ++i) accw[i] += (double)((x[i] - m) * s) * (double)g[i];
+            }
+            if (accb) {
+#pragma omp simd
+                for (int64_t i = 0; i < C; ++i) accb[i] += (double)g[i];
+            }
+        }
+    }
+    for (int64_t i = 0; i < C; ++i) {
+        double tw = 0, tb = 0;
+        for (int64_t k = 0; k < nchunks; ++k) {
+            if (dweight) tw += pw[k * C + i];
+            if (dbias) tb += pb[k * C + i];
+        }
+        if (dweight) dweight[i] = (T)tw;
+        if (dbias) dbias[i] = (T)tb;
+    }
+}
+
+void check_args(const char* op, const Tensor& x, const Tensor& weight, const Tensor& bias) {
+    CNX_CHECK(x.defined() && x.dim() >= 1, op, ": input must have at least one dimension, got ",
+              x.defined() ? x.str() : "undefined");
+    const int64_t C = x.size(-1);
+    for (const Tensor* p : {&weight, &bias}) {
+        if (!p->defined()) continue;
+        const char* what = p == &weight ? "weight" : "bias";
+        CNX_CHECK(p->dim() == 1 && p->size(0) == C, op, ": ", what, " ", p->str(), " does not match input ",
+                  x.str(), " (expected [", C, "])");
+        CNX_CHECK(p->dtype() == x.dtype(), op, ": ", what, " ", p->str(), " and input ", x.str(),
+                  " have different dtypes");
+    }
+}
+
+template <class T>
+const T* ptr_or_null(const Tensor& t) {
+    return t.defined() ? t.data<T>() : nullptr;
+}
+template <class T>
+T* ptr_or_null(Tensor& t) {
+    return t.defined() ? t.data<T>() : nullptr;
+}
+
+}  // namespace
+
+Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps) {
+    check_args("layer_norm", x, weight, bias);
+    const int64_t C = x.size(-1), rows = C ? x.numel() / C : 0;
+    Tensor out = empty_like(x);
+    Tensor mean = Tensor::empty({rows}, x.dtype()), rstd = Tensor::empty({rows}, x.dtype());
+    CNX_DISPATCH(x.dtype(), "layer_norm", {
+        layernorm_forward<scalar_t>(out.data<scalar_t>(), mean.data<scalar_t>(), rstd.data<scalar_t>(),
+                                    x.data<scalar_t>(), ptr_or_null<scalar_t>(weight), ptr_or_null<scalar_t>(bias),
+                                    rows, C, eps);
+    });
+    if (autograd::needs_grad({x, weight, bias})) {
+        Tensor xd = x.detach(), wd = weight.defined() ? weight.detach() : Tensor();
+        const bool need_x = x.requires_grad(), need_w = weight.defined() && weight.requires_grad(),
+                   need_b = bias.defined() && bias.requires_grad();
+        autograd::record("layer_norm", out, {x, weight, bias},
+                         [=](const Tensor& g) -> std::vector<Tensor> {
+                             Tensor dx = need_x ? empty_like(g) : Tensor();
+                             Tensor dw = need_w ? Tensor::empty({C}, g.dtype()) : Tensor();
+                             Tensor db = need_b ? Tensor::empty({C}, g.dtype()) : Tensor();
+                             CNX_DISPATCH(g.dtype(), "layer_norm backward", {
+                                 layernorm_backward<scalar_t>(
+                                     ptr_or_null<scalar_t>(dx), ptr_or_null<scalar_t>(dw), ptr_or_null<scalar_t>(db),
+                                     g.data<scalar_t>(), xd.data<scalar_t>(), ptr_or_null<scalar_t>(wd),
+                                     mean.data<scalar_t>(), rstd.data<scalar_t>(), rows, C);
+                             });
+                             return {dx, dw, db};
+                         });
+    }
+    return out;
+}
+
+namespace ref {
+// Textbook formula, statistics in double, no autograd: what the kernel above is tested against.
+Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps) {
+    check_args("ref::layer_norm", x, weight, bias);
+    const int64_t C = x.size(-1), rows = C ? x.numel() / C : 0;
+    std::vector<double> xv = x.to_vector(), wv, bv, out(x.numel());
+    if (weight.defined()) wv = weight.to_vector();
+    if (bias.defined()) bv = bias.to_vector();
+    for (int64_t r = 0; r < rows; ++r) {
+        double m = 0, v = 0;
+        for (int64_t i = 0; i < C; ++i) m += xv[r * C + i];
+        m /= C;
+        for (int64_t i = 0; i < C; ++i) v += (xv[r * C + i] - m) * (xv[r * C + i] - m);
+        v /= C;
+        for (int64_t i = 0; i < C; ++i) {
+            double n = (xv[r * C + i] - m) / std::sqrt(v + eps);
+            out[r * C + i] = n * (wv.empty() ? 1.0 : wv[i]) + (bv.empty() ? 0.0 : bv[i]);
+        }
+    }
+    return from_vector(out, x.shape(), x.dtype());
+}
+}  // namespace ref
+
+}  // namespace cnx

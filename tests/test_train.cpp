@@ -1,0 +1,182 @@
+// The training and evaluation CLI end to end: step-for-step equality with PyTorch on a tiny
+// image folder, learning, resume, bad images, divergence, eval's report.
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <cstring>
+#include <unistd.h>
+
+#include "io/safetensors.h"
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+struct RunResult {
+    int code;
+    std::string output;
+};
+
+RunResult run(const std::string& args) {
+    std::string cmd = std::string(CONVNEXT_CLI) + " " + args + " 2>&1";
+    FILE* p = popen(cmd.c_str(), "r");
+    REQUIRE(p);
+    std::string out;
+    char buf[4096];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+    int status = pclose(p);
+    return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+std::string fixture(const std::string& name) { return std::string(CONVNEXT_SOURCE_DIR) + "/tests/fixtures/" + name; }
+
+fs::path temp_dir(const std::string& name) {
+    fs::path d = fs::temp_directory_path() / ("convnext_test_train_" + name + "_" + std::to_string(getpid()));
+    fs::remove_all(d);
+    fs::create_directories(d);
+    return d;
+}
+
+std::vector<json> read_jsonl(const fs::path& p) {
+    std::ifstream f(p);
+    std::vector<json> out;
+    std::string line;
+    while (std::getline(f, line))
+        if (!line.empty()) out.push_back(json::parse(line));
+    return out;
+}
+
+const std::string kMicro = "--model convnext_atto --depths 1,1,1,1 --dims 8,16,32,64 --image-size 32 --crop-pct 1 ";
+
+std::string read_bytes(const fs::path& p) {
+    std::ifstream f(p, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(f), {});
+}
+
+}  // namespace
+
+TEST_CASE("train: 12 AdamW steps equal PyTorch's losses, learning rates and final weights") {
+    std::ifstream rf(fixture("train_reference.json"));
+    json ref = json::parse(rf);
+    fs::path out = temp_dir("torch");
+    auto r = run("train --data " + fixture("train_folder") + " " + kMicro + "--weights " + fixture("train_init.safetensors") +
+                 " --batch-size 4 --epochs 2 --lr 2e-3 --wd 0.05 --warmup-epochs 0 --no-augment --no-shuffle"
+                 " --val-rate 0 --workers 1 --threads 1 --out " + out.string());
+    INFO(r.output);
+    REQUIRE(r.code == 0);
+    std::vector<json> steps;
+    for (auto& rec : read_jsonl(out / "metrics.jsonl"))
+        if (rec.contains("step")) steps.push_back(rec);
+    REQUIRE(steps.size() == ref["losses"].size());
+    for (size_t i = 0; i < steps.size(); ++i) {
+        double loss = steps[i]["loss"], want = ref["losses"][i];
+        double lr = steps[i]["lr"], want_lr = ref["lrs"][i];
+        INFO("step " << i << ": loss " << loss << " vs " << want << ", lr " << lr << " vs " << want_lr);
+        CHECK(std::fabs(loss - want) <= 1e-4 * std::max(1.0, std::fabs(want)));
+        CHECK(std::fabs(lr - want_lr) <= 1e-4 * want_lr);
+    }
+    auto ours = cnx::io::load_safetensors((out / "checkpoint.safetensors").string());
+    auto theirs = cnx::io::load_safetensors(fixture("train_final.safetensors"));
+    for (auto& [name, t] : theirs.tensors) {
+        cnx::Tensor mine = ours.get("model." + name);
+        REQUIRE(mine.numel() == t.numel());
+        const float* a = mine.data<float>();
+        const float* b = t.data<float>();
+        double scale = 0, diff = 0;
+        for (int64_t i = 0; i < t.numel(); ++i) scale = std::max(scale, (double)std::fabs(b[i]));
+        for (int64_t i = 0; i < t.numel(); ++i) diff = std::max(diff, (double)std::fabs(a[i] - b[i]));
+        INFO(name << ": max diff " << diff << " at scale " << scale);
+        CHECK(diff <= 1e-4 * std::max(1.0, scale));
+    }
+}
+
+TEST_CASE("train: a micro ConvNeXt learns the tiny folder, writes its outputs, and eval reports it") {
+    fs::path out = temp_dir("learn");
+    auto r = run("train --data " + fixture("train_folder") + " " + kMicro +
+                 "--batch-size 4 --epochs 20 --lr 3e-3 --no-augment --val-rate 0.25 --seed 3 --out " + out.string());
+    INFO(r.output);
+    REQUIRE(r.code == 0);
+    for (auto f : {"class_indices.json", "metrics.jsonl", "best.safetensors", "checkpoint.safetensors", "curves.png"})
+        CHECK(fs::exists(out / f));
+    CHECK(read_bytes(out / "class_indices.json") == "{\n    \"0\": \"circles\",\n    \"1\": \"squares\",\n    \"2\": \"stripes\"\n}");
+    auto recs = read_jsonl(out / "metrics.jsonl");
+    json last_epoch;
+    for (auto& rec : recs)
+        if (rec.contains("train_acc")) last_epoch = rec;
+    REQUIRE(!last_epoch.is_null());
+    CHECK(last_epoch["train_acc"].get<double>() >= 0.95);
+    CHECK(last_epoch["val_acc"].get<double>() >= 0.6);
+
+    auto e = run("eval " + kMicro + "--weights " + (out / "best.safetensors").string() + " --data " +
+                 fixture("train_folder") + " --json");
+    INFO(e.output);
+    REQUIRE(e.code == 0);
+    json j = json::parse(e.output.substr(e.output.find('{')));
+    CHECK(j["top1_acc"].get<double>() >= 0.8);
+    CHECK(j["top5_acc"].get<double>() == 1.0);
+    CHECK(j["confusion"].size() == 3);
+    CHECK(j["per_class_acc"].contains("stripes"));
+}
+
+TEST_CASE("train: --resume continues bit-identically to an uninterrupted run") {
+    std::string common = "train --data " + fixture("train_folder") + " " + kMicro +
+                         "--batch-size 4 --lr 2e-3 --val-rate 0.25 --drop-path 0.1 --seed 5 --workers 2 ";
+    fs::path full = temp_dir("full"), part = temp_dir("part");
+    REQUIRE(run(common + "--epochs 3 --out " + full.string()).code == 0);
+    REQUIRE(run(common + "--epochs 3 --out " + part.string() + " --stop-after-epochs 1").code == 0);
+    auto r = run(common + "--epochs 3 --out " + part.string() + " --resume");
+    INFO(r.output);
+    REQUIRE(r.code == 0);
+    auto a = cnx::io::load_safetensors((full / "checkpoint.safetensors").string());
+    auto b = cnx::io::load_safetensors((part / "checkpoint.safetensors").string());
+    REQUIRE(a.tensors.size() == b.tensors.size());
+    for (size_t i = 0; i < a.tensors.size(); ++i) {
+        INFO(a.tensors[i].first);
+        REQUIRE(a.tensors[i].first == b.tensors[i].first);
+        CHECK(std::memcmp(a.tensors[i].second.raw_data(), b.tensors[i].second.raw_data(), a.tensors[i].second.nbytes()) == 0);
+    }
+}
+
+TEST_CASE("train: a corrupt image is a named error, or skipped with --skip-bad-images") {
+    fs::path data = temp_dir("bad_data");
+    fs::copy(fixture("train_folder"), data, fs::copy_options::recursive);
+    { std::ofstream(data / "circles" / "broken.jpg") << "this is not a jpeg"; }
+    { std::ofstream(data / "squares" / "notes.txt") << "stray file"; }
+    fs::path out = temp_dir("bad_out");
+    std::string args = "train --data " + data.string() + " " + kMicro + "--batch-size 4 --epochs 1 --warmup-epochs 0 --val-rate 0 --out " +
+                       out.string();
+    auto r = run(args);
+    INFO(r.output);
+    CHECK(r.code == 1);
+    CHECK(r.output.find("error:") != std::string::npos);
+    CHECK(r.output.find("broken.jpg") != std::string::npos);
+    auto s = run(args + " --skip-bad-images");
+    INFO(s.output);
+    CHECK(s.code == 0);
+    CHECK(s.output.find("broken.jpg") != std::string::npos);
+}
+
+TEST_CASE("train: divergence stops with an error naming epoch and step") {
+    fs::path out = temp_dir("diverge");
+    auto r = run("train --data " + fixture("train_folder") + " " + kMicro +
+                 "--batch-size 4 --epochs 2 --lr 1e30 --warmup-epochs 0 --val-rate 0 --out " + out.string());
+    INFO(r.output);
+    CHECK(r.code == 1);
+    CHECK(r.output.find("non-finite") != std::string::npos);
+    CHECK(r.output.find("epoch 1") != std::string::npos);
+}
+
+TEST_CASE("train and eval: usage and input errors are clean") {
+    CHECK(run("train --data /nonexistent/folder --model convnext_atto").code == 1);
+    CHECK(run("train --dataset imagenet --model convnext_atto").code == 1);
+    CHECK(run("train --epochs -3").code == 2);
+    auto r = run("eval --model convnext_atto --weights /nonexistent.safetensors --data " + fixture("train_folder"));
+    CHECK(r.code == 1);
+    CHECK(r.output.find("nonexistent.safetensors") != std::string::npos);
+}
