@@ -12,6 +12,7 @@
 #include "apps/command.h"
 #include "apps/mixup.h"
 #include "apps/run_common.h"
+#include "apps/train_state.h"
 #include "core/autograd.h"
 #include "core/rng.h"
 #include "data/loader.h"
@@ -36,48 +37,9 @@ struct TrainOptions {
     bool freeze_layers = false, ema = false, resume = false, no_augment = false, no_shuffle = false;
     bool skip_bad_images = false, detect_anomaly = false;
     int64_t show_predictions = 8;
-    int64_t stop_after_epochs = 0;
+    int64_t stop_after_epochs = 0, checkpoint_every = 0;
+    bool overwrite = false;
 };
-
-struct EpochRecord {
-    double train_loss = NAN, train_acc = NAN, val_loss = NAN, val_acc = NAN, lr = NAN, seconds = 0;
-    json to_json(int64_t epoch) const {
-        auto num = [](double v) { return std::isfinite(v) ? json(v) : json(nullptr); };
-        return {{"epoch", epoch},       {"train_loss", num(train_loss)}, {"train_acc", num(train_acc)},
-                {"val_loss", num(val_loss)}, {"val_acc", num(val_acc)},   {"lr", num(lr)},
-                {"seconds", seconds}};
-    }
-    static EpochRecord from_json(const json& j) {
-        auto get = [&](const char* k) { return j.contains(k) && j[k].is_number() ? j[k].get<double>() : NAN; };
-        EpochRecord r;
-        r.train_loss = get("train_loss"), r.train_acc = get("train_acc"), r.val_loss = get("val_loss");
-        r.val_acc = get("val_acc"), r.lr = get("lr"), r.seconds = j.value("seconds", 0.0);
-        return r;
-    }
-};
-
-void write_curves(const std::string& path, const std::vector<EpochRecord>& h) {
-    std::vector<double> tl, vl, ta, va, lr;
-    for (auto& r : h) tl.push_back(r.train_loss), vl.push_back(r.val_loss), ta.push_back(r.train_acc),
-        va.push_back(r.val_acc), lr.push_back(r.lr);
-    const std::array<uint8_t, 3> blue{31, 119, 180}, orange{255, 127, 14}, green{44, 160, 44};
-    io::write_curves_png(path, {{"loss", {{"train", tl, blue}, {"val", vl, orange}}},
-                                {"accuracy", {{"train", ta, blue}, {"val", va, orange}}},
-                                {"learning rate", {{"lr", lr, green}}}});
-}
-
-NamedTensors prefixed(const std::string& prefix, const NamedTensors& in) {
-    NamedTensors out;
-    for (auto& [n, t] : in) out.push_back({prefix + n, t});
-    return out;
-}
-
-NamedTensors strip_prefix(const std::string& prefix, const NamedTensors& in) {
-    NamedTensors out;
-    for (auto& [n, t] : in)
-        if (n.rfind(prefix, 0) == 0) out.push_back({n.substr(prefix.size()), t});
-    return out;
-}
 
 std::function<int()> setup(CLI::App& root) {
     auto* cmd = root.add_subcommand("train", "Train or fine-tune a ConvNeXt on an image folder or Fashion-MNIST");
@@ -119,6 +81,9 @@ std::function<int()> setup(CLI::App& root) {
     cmd->add_option("--val-limit", o->data.val_limit, "Use only the first N validation samples");
     cmd->add_option("--stop-after-epochs", o->stop_after_epochs,
                     "End this run after N epochs (the schedule still spans --epochs; continue with --resume)");
+    cmd->add_option("--checkpoint-every", o->checkpoint_every,
+                    "Also checkpoint every N optimiser steps within an epoch (0: at epoch ends only)");
+    cmd->add_flag("--overwrite", o->overwrite, "Start afresh in an --out folder that already holds a run");
     cmd->add_option("--show-predictions", o->show_predictions, "Validation images to predict at the end")
         ->capture_default_str();
     return [o]() -> int {
@@ -129,11 +94,12 @@ std::function<int()> setup(CLI::App& root) {
         }
         app::ensure_writable_dir(opt.out);
         const std::string ckpt_path = (fs::path(opt.out) / "checkpoint.safetensors").string();
-        io::SafetensorsFile ckpt;
-        if (opt.resume) {
+        if (opt.resume)
             CNX_CHECK(fs::exists(ckpt_path), "--resume: no checkpoint at '", ckpt_path, "'");
-            ckpt = io::load_safetensors(ckpt_path);
-        }
+        else
+            CNX_CHECK(opt.overwrite || !fs::exists(ckpt_path), "'", opt.out,
+                      "' already holds a training run (checkpoint.safetensors): continue it with --resume, or start "
+                      "afresh with --overwrite, or choose another --out");
         autograd::set_anomaly_enabled(opt.detect_anomaly);
 
         opt.data.augment = !opt.no_augment;
@@ -181,29 +147,17 @@ std::function<int()> setup(CLI::App& root) {
         std::unique_ptr<optim::ModelEMA> ema;
         if (opt.ema) ema = std::make_unique<optim::ModelEMA>(model->state_dict(), opt.ema_decay);
 
-        int64_t start_epoch = 0, global_step = 0;
-        double best_acc = -1;
-        std::vector<EpochRecord> history;
+        app::RunState st;
+        st.model = opt.model.name;
         if (opt.resume) {
-            model->load_state_dict(strip_prefix("model.", ckpt.tensors), true);
-            optim::OptimizerState st{ckpt.tensors, ckpt.metadata};
-            opt_adamw.load_state_dict(st);
-            sched.load(ckpt.metadata);
-            if (ema) ema->load_state_dict(st);
-            auto meta = [&](const char* k) {
-                auto it = ckpt.metadata.find(k);
-                CNX_CHECK(it != ckpt.metadata.end(), "checkpoint '", ckpt_path, "' lacks '", k, "'");
-                return it->second;
-            };
-            CNX_CHECK(meta("model") == opt.model.name, "checkpoint '", ckpt_path, "' is a ", meta("model"),
-                      ", not a ", opt.model.name);
-            start_epoch = std::stoll(meta("epoch"));
-            global_step = std::stoll(meta("global_step"));
-            best_acc = std::stod(meta("best_acc"));
-            default_generator().set_state(meta("rng"));
-            for (auto& r : json::parse(meta("history"))) history.push_back(EpochRecord::from_json(r));
-            std::cout << "resumed from " << ckpt_path << " after epoch " << start_epoch << " (step " << global_step
-                      << ")\n";
+            st = app::load_training_checkpoint(ckpt_path, *model, opt_adamw, sched, ema.get());
+            CNX_CHECK(st.model == opt.model.name, "checkpoint '", ckpt_path, "' is a ", st.model, ", not a ",
+                      opt.model.name);
+            CNX_CHECK(st.batch_in_epoch <= batches, "checkpoint '", ckpt_path, "' stands at batch ", st.batch_in_epoch,
+                      " of an epoch that now has ", batches, " (different data or batch size?)");
+            default_generator().set_state(st.rng);
+            std::cout << "resumed from " << ckpt_path << " at epoch " << st.epoch + 1 << ", batch " << st.batch_in_epoch
+                      << " (step " << st.global_step << ")\n";
         }
 
         std::printf("%s: %.2fM parameters (%.2fM trainable), %lld classes, input %lldx%lldx%lld\n", opt.model.name.c_str(),
@@ -215,28 +169,42 @@ std::function<int()> setup(CLI::App& root) {
         std::printf("writing to %s\n", opt.out.c_str());
         std::fflush(stdout);
 
-        std::ofstream metrics((fs::path(opt.out) / "metrics.jsonl").string(),
-                              opt.resume ? std::ios::app : std::ios::trunc);
+        const std::string metrics_path = (fs::path(opt.out) / "metrics.jsonl").string();
+        if (opt.resume) app::trim_metrics(metrics_path, st);
+        std::ofstream metrics(metrics_path, opt.resume ? std::ios::app : std::ios::trunc);
         CNX_CHECK(metrics.good(), "cannot write ", (fs::path(opt.out) / "metrics.jsonl").string());
         app::MixupOptions mix{opt.mixup, opt.cutmix, opt.label_smoothing};
         Generator mix_gen(data::derive_seed(opt.data.seed, 0x6d6978));
 
         int64_t end_epoch = opt.epochs;
-        if (opt.stop_after_epochs > 0) end_epoch = std::min(end_epoch, start_epoch + opt.stop_after_epochs);
-        for (int64_t epoch = start_epoch; epoch < end_epoch; ++epoch) {
+        if (opt.stop_after_epochs > 0) end_epoch = std::min(end_epoch, st.epoch + opt.stop_after_epochs);
+        auto save_checkpoint = [&] {
+            st.rng = default_generator().state();
+            st.mix_rng = mix_gen.state();
+            app::save_training_checkpoint(ckpt_path, *model, opt_adamw, sched, ema.get(), st);
+        };
+        for (; st.epoch < end_epoch; ++st.epoch) {
+            const int64_t epoch = st.epoch;
             auto t0 = std::chrono::steady_clock::now();
+            double seconds_before = st.epoch_seconds;
+            auto epoch_seconds = [&] {
+                return seconds_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+            };
             model->train();
-            loader.start_epoch(epoch);
-            mix_gen.manual_seed(data::derive_seed(opt.data.seed, 0x6d6978, epoch));
+            loader.start_epoch(epoch, st.batch_in_epoch);
+            if (st.batch_in_epoch > 0 && !st.mix_rng.empty())
+                mix_gen.set_state(st.mix_rng);
+            else
+                mix_gen.manual_seed(data::derive_seed(opt.data.seed, 0x6d6978, epoch));
             app::Progress progress("epoch " + std::to_string(epoch + 1) + "/" + std::to_string(opt.epochs), batches,
                                    app::stderr_is_tty());
             optim::GradAccumulator acc(opt.accum_steps);
-            double loss_sum = 0, pending_loss = 0, last_lr = NAN;
-            int64_t seen = 0, correct = 0, done = 0, pending_n = 0, step_in_epoch = 0;
+            double pending_loss = 0, last_lr = NAN;
+            int64_t pending_n = 0;
             data::Batch batch;
             opt_adamw.zero_grad();
             while (loader.next(batch)) {
-                ++done;
+                ++st.batch_in_epoch;
                 if (batch.size() == 0) continue;  // every image of the batch was skipped
                 Tensor x = batch.images;
                 Tensor soft;
@@ -246,8 +214,8 @@ std::function<int()> setup(CLI::App& root) {
                                              : cross_entropy(logits, batch.labels, opt.label_smoothing);
                 double lv = loss.item();
                 if (!std::isfinite(lv))
-                    fail("training diverged: non-finite loss (", lv, ") at epoch ", epoch + 1, " step ", step_in_epoch + 1,
-                         " (global step ", global_step + 1, "); the last checkpoint in ", opt.out,
+                    fail("training diverged: non-finite loss (", lv, ") at epoch ", epoch + 1, " step ",
+                         st.step_in_epoch + 1, " (global step ", st.global_step + 1, "); the last checkpoint in ", opt.out,
                          " is intact. Try a lower --lr or --clip-grad.");
                 if (opt.accum_steps > 1) loss = mul(loss, 1.0 / opt.accum_steps);
                 loss.backward();
@@ -257,12 +225,12 @@ std::function<int()> setup(CLI::App& root) {
                     int64_t best = 0;
                     for (int64_t c = 1; c < num_classes; ++c)
                         if (row[c] > row[best]) best = c;
-                    correct += best == batch.labels[i];
+                    st.correct += best == batch.labels[i];
                 }
-                seen += batch.size();
-                loss_sum += lv * batch.size();
+                st.seen += batch.size();
+                st.loss_sum += lv * batch.size();
                 pending_loss += lv, pending_n++;
-                if (acc.ready() || done == batches) {
+                if (acc.ready() || st.batch_in_epoch == batches) {
                     acc.reset();
                     std::vector<Tensor> params;
                     for (auto& p : model->parameters())
@@ -270,31 +238,36 @@ std::function<int()> setup(CLI::App& root) {
                     double gnorm = optim::clip_grad_norm(params, opt.clip_grad > 0 ? opt.clip_grad : INFINITY);
                     if (!std::isfinite(gnorm))
                         fail("training diverged: non-finite gradient norm at epoch ", epoch + 1, " step ",
-                             step_in_epoch + 1, " (global step ", global_step + 1, "); the last checkpoint in ", opt.out,
-                             " is intact. Try a lower --lr or --clip-grad.");
-                    last_lr = opt.lr * schedule(global_step);
+                             st.step_in_epoch + 1, " (global step ", st.global_step + 1, "); the last checkpoint in ",
+                             opt.out, " is intact. Try a lower --lr or --clip-grad.");
+                    last_lr = opt.lr * schedule(st.global_step);
                     opt_adamw.step();
                     sched.step();
                     opt_adamw.zero_grad();
                     if (ema) ema->update(model->state_dict());
-                    metrics << json{{"epoch", epoch}, {"step", global_step}, {"loss", pending_loss / pending_n},
+                    metrics << json{{"epoch", epoch}, {"step", st.global_step}, {"loss", pending_loss / pending_n},
                                     {"lr", last_lr}, {"grad_norm", gnorm}}
                                    .dump()
                             << "\n";
                     metrics.flush();
                     pending_loss = 0, pending_n = 0;
-                    ++global_step, ++step_in_epoch;
+                    ++st.global_step, ++st.step_in_epoch;
+                    if (opt.checkpoint_every > 0 && st.global_step % opt.checkpoint_every == 0 &&
+                        st.batch_in_epoch < batches) {
+                        st.epoch_seconds = epoch_seconds();
+                        save_checkpoint();
+                    }
                 }
-                double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
                 char stats[160];
-                std::snprintf(stats, sizeof stats, "loss %.4f acc %.4f lr %.2e %.1f img/s", loss_sum / seen,
-                              (double)correct / seen, last_lr, seen / std::max(secs, 1e-9));
-                progress.update(done, stats);
+                std::snprintf(stats, sizeof stats, "loss %.4f acc %.4f lr %.2e %.1f img/s", st.loss_sum / st.seen,
+                              (double)st.correct / st.seen, last_lr,
+                              st.seen / std::max(epoch_seconds(), 1e-9));
+                progress.update(st.batch_in_epoch, stats);
             }
-            EpochRecord rec;
-            rec.train_loss = seen ? loss_sum / seen : NAN;
-            rec.train_acc = seen ? (double)correct / seen : NAN;
-            rec.lr = last_lr;
+            app::EpochRecord rec;
+            rec.train_loss = st.seen ? st.loss_sum / st.seen : NAN;
+            rec.train_acc = st.seen ? (double)st.correct / st.seen : NAN;
+            rec.lr = opt.lr * schedule(std::max<int64_t>(0, st.global_step - 1));
             char stats[160];
             std::snprintf(stats, sizeof stats, "train loss %.4f acc %.4f lr %.2e", rec.train_loss, rec.train_acc,
                           rec.lr);
@@ -313,45 +286,31 @@ std::function<int()> setup(CLI::App& root) {
                 }
                 std::printf("\n");
             }
-            rec.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-            history.push_back(rec);
+            rec.seconds = epoch_seconds();
+            st.history.push_back(rec);
             double score = ds.val ? rec.val_acc : rec.train_acc;
             io::Metadata wmeta{{"model", opt.model.name}, {"num_classes", std::to_string(num_classes)},
                                {"in_chans", std::to_string(ds.in_chans)}, {"image_size", std::to_string(ds.image_size)},
                                {"epoch", std::to_string(epoch + 1)}, {"mean", json(ds.mean).dump()},
                                {"std", json(ds.std).dump()}, {"classes", json(ds.classes).dump()}};
-            if (score > best_acc) {
-                best_acc = score;
+            if (score > st.best_acc) {
+                st.best_acc = score;
                 io::save_safetensors((fs::path(opt.out) / "best.safetensors").string(), model->state_dict(), wmeta);
             }
             if (ema) io::save_safetensors((fs::path(opt.out) / "ema.safetensors").string(), ema->shadow(), wmeta);
-            // The checkpoint: everything --resume needs, written atomically.
-            NamedTensors tensors = prefixed("model.", model->state_dict());
-            optim::OptimizerState os = opt_adamw.state_dict();
-            tensors.insert(tensors.end(), os.tensors.begin(), os.tensors.end());
-            io::Metadata meta = os.scalars;
-            sched.save(meta);
-            if (ema) {
-                optim::OptimizerState es = ema->state_dict();
-                tensors.insert(tensors.end(), es.tensors.begin(), es.tensors.end());
-                meta.insert(es.scalars.begin(), es.scalars.end());
-            }
-            json hist = json::array();
-            for (size_t i = 0; i < history.size(); ++i) hist.push_back(history[i].to_json((int64_t)i));
-            meta["model"] = opt.model.name;
-            meta["epoch"] = std::to_string(epoch + 1);
-            meta["global_step"] = std::to_string(global_step);
-            meta["best_acc"] = std::to_string(best_acc);
-            meta["rng"] = default_generator().state();
-            meta["history"] = hist.dump();
-            io::save_safetensors(ckpt_path, tensors, meta);
-            write_curves((fs::path(opt.out) / "curves.png").string(), history);
+            // The epoch boundary: the next epoch starts fresh.
+            st.epoch += 1;
+            st.batch_in_epoch = 0, st.step_in_epoch = 0, st.seen = 0, st.correct = 0, st.loss_sum = 0;
+            st.epoch_seconds = 0;
+            save_checkpoint();
+            st.epoch -= 1;  // the for loop increments it
+            app::write_curves((fs::path(opt.out) / "curves.png").string(), st.history);
             metrics << rec.to_json(epoch).dump() << "\n";
             metrics.flush();
         }
 
         std::printf("done: best %s accuracy %.4f; weights %s, checkpoint %s, curves %s\n", ds.val ? "validation" : "training",
-                    best_acc, (fs::path(opt.out) / "best.safetensors").c_str(), ckpt_path.c_str(),
+                    st.best_acc, (fs::path(opt.out) / "best.safetensors").c_str(), ckpt_path.c_str(),
                     (fs::path(opt.out) / "curves.png").c_str());
         if (ds.val && opt.show_predictions > 0) {
             NoGradGuard ng;

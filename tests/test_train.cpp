@@ -8,7 +8,13 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <cstring>
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include <chrono>
+#include <random>
+#include <thread>
 
 #include "io/safetensors.h"
 
@@ -162,14 +168,87 @@ TEST_CASE("train: a corrupt image is a named error, or skipped with --skip-bad-i
     CHECK(s.output.find("broken.jpg") != std::string::npos);
 }
 
-TEST_CASE("train: divergence stops with an error naming epoch and step") {
+TEST_CASE("train: divergence stops with an error naming epoch and step, the checkpoint intact") {
     fs::path out = temp_dir("diverge");
     auto r = run("train --data " + fixture("train_folder") + " " + kMicro +
-                 "--batch-size 4 --epochs 2 --lr 1e30 --warmup-epochs 0 --val-rate 0 --out " + out.string());
+                 "--batch-size 4 --epochs 2 --lr 1e30 --warmup-epochs 0 --val-rate 0 --checkpoint-every 1 --out " +
+                 out.string());
     INFO(r.output);
     CHECK(r.code == 1);
     CHECK(r.output.find("non-finite") != std::string::npos);
-    CHECK(r.output.find("epoch 1") != std::string::npos);
+    CHECK(r.output.find("epoch 1 step") != std::string::npos);
+    REQUIRE(fs::exists(out / "checkpoint.safetensors"));
+    auto ck = cnx::io::load_safetensors((out / "checkpoint.safetensors").string());
+    CHECK(std::stoll(ck.metadata.at("global_step")) >= 1);
+}
+
+TEST_CASE("train: killed with SIGKILL at random moments and resumed, ends bit-identical") {
+    std::string common = "train --data " + fixture("train_folder") + " " + kMicro +
+                         "--batch-size 4 --epochs 12 --lr 2e-3 --val-rate 0.25 --drop-path 0.1 --seed 9 --workers 2 "
+                         "--checkpoint-every 1 --show-predictions 0 ";
+    fs::path full = temp_dir("kill_full"), part = temp_dir("kill_part");
+    REQUIRE(run(common + "--out " + full.string()).code == 0);
+    std::mt19937 rng(12345);
+    int kills = 0;
+    for (int attempt = 0; attempt < 40 && kills < 4; ++attempt) {
+        bool resume = fs::exists(part / "checkpoint.safetensors");
+        std::string cmd = "exec " + std::string(CONVNEXT_CLI) + " " + common + "--out " + part.string() +
+                          (resume ? " --resume" : "") + " > " + (part / "log.txt").string() + " 2>&1";
+        pid_t pid = fork();
+        REQUIRE(pid >= 0);
+        if (pid == 0) {
+            execl("/bin/sh", "sh", "-c", cmd.c_str(), (char*)nullptr);
+            _exit(127);
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(100 + rng() % 500));
+        bool killed = kill(pid, SIGKILL) == 0;
+        int status = 0;
+        waitpid(pid, &status, 0);
+        if (killed && WIFSIGNALED(status)) ++kills;
+        else if (WIFEXITED(status) && WEXITSTATUS(status) == 0) break;  // it finished before the kill
+    }
+    INFO("killed " << kills << " times");
+    CHECK(kills >= 1);
+    bool resume = fs::exists(part / "checkpoint.safetensors");
+    auto r = run(common + "--out " + part.string() + (resume ? " --resume" : ""));
+    INFO(r.output);
+    REQUIRE(r.code == 0);
+    auto a = cnx::io::load_safetensors((full / "checkpoint.safetensors").string());
+    auto b = cnx::io::load_safetensors((part / "checkpoint.safetensors").string());
+    REQUIRE(a.tensors.size() == b.tensors.size());
+    for (size_t i = 0; i < a.tensors.size(); ++i) {
+        INFO(a.tensors[i].first);
+        REQUIRE(a.tensors[i].first == b.tensors[i].first);
+        CHECK(std::memcmp(a.tensors[i].second.raw_data(), b.tensors[i].second.raw_data(), a.tensors[i].second.nbytes()) == 0);
+    }
+    std::vector<double> la, lb;
+    for (auto& rec : read_jsonl(full / "metrics.jsonl"))
+        if (rec.contains("step")) la.push_back(rec["loss"]);
+    for (auto& rec : read_jsonl(part / "metrics.jsonl"))
+        if (rec.contains("step")) lb.push_back(rec["loss"]);
+    CHECK(la == lb);
+}
+
+TEST_CASE("train: an output folder holding a run is not overwritten by accident") {
+    fs::path out = temp_dir("guard");
+    std::string args = "train --data " + fixture("train_folder") + " " + kMicro +
+                       "--batch-size 4 --epochs 1 --warmup-epochs 0 --val-rate 0 --show-predictions 0 --out " + out.string();
+    REQUIRE(run(args).code == 0);
+    std::string before = read_bytes(out / "checkpoint.safetensors");
+    auto r = run(args);
+    CHECK(r.code == 1);
+    CHECK(r.output.find("--resume") != std::string::npos);
+    CHECK(read_bytes(out / "checkpoint.safetensors") == before);
+    CHECK(run(args + " --overwrite").code == 0);
+}
+
+TEST_CASE("train: an unwritable --out is refused before training") {
+    fs::path blocker = temp_dir("blocker") / "a_file";
+    { std::ofstream(blocker) << "x"; }
+    auto r = run("train --data " + fixture("train_folder") + " " + kMicro + "--epochs 1 --out " + (blocker / "sub").string());
+    INFO(r.output);
+    CHECK(r.code == 1);
+    CHECK(r.output.find("cannot be created") != std::string::npos);
 }
 
 TEST_CASE("train and eval: usage and input errors are clean") {
