@@ -4,7 +4,7 @@
 set -euo pipefail
 PACKAGES=(build-essential cmake pkg-config git
   libopenblas-dev catch2 libstb-dev zlib1g-dev nlohmann-json3-dev libcli11-dev libzip-dev
-  libbenchmark-dev dataset-fashion-mnist)
+  libbenchmark-dev dataset-fashion-mnist libopenmpi-dev openmpi-bin)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
