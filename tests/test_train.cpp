@@ -65,6 +65,18 @@ std::string read_bytes(const fs::path& p) {
     return std::string(std::istreambuf_iterator<char>(f), {});
 }
 
+// Every tensor of two checkpoints (weights, optimiser moments, EMA) bit for bit.
+void require_same_checkpoint_tensors(const fs::path& x, const fs::path& y) {
+    auto a = cnx::io::load_safetensors(x.string());
+    auto b = cnx::io::load_safetensors(y.string());
+    REQUIRE(a.tensors.size() == b.tensors.size());
+    for (size_t i = 0; i < a.tensors.size(); ++i) {
+        INFO(a.tensors[i].first);
+        REQUIRE(a.tensors[i].first == b.tensors[i].first);
+        CHECK(std::memcmp(a.tensors[i].second.raw_data(), b.tensors[i].second.raw_data(), a.tensors[i].second.nbytes()) == 0);
+    }
+}
+
 }  // namespace
 
 TEST_CASE("train: 12 AdamW steps equal PyTorch's losses, learning rates and final weights") {
@@ -139,14 +151,7 @@ TEST_CASE("train: --resume continues bit-identically to an uninterrupted run") {
     auto r = run(common + "--epochs 3 --out " + part.string() + " --resume");
     INFO(r.output);
     REQUIRE(r.code == 0);
-    auto a = cnx::io::load_safetensors((full / "checkpoint.safetensors").string());
-    auto b = cnx::io::load_safetensors((part / "checkpoint.safetensors").string());
-    REQUIRE(a.tensors.size() == b.tensors.size());
-    for (size_t i = 0; i < a.tensors.size(); ++i) {
-        INFO(a.tensors[i].first);
-        REQUIRE(a.tensors[i].first == b.tensors[i].first);
-        CHECK(std::memcmp(a.tensors[i].second.raw_data(), b.tensors[i].second.raw_data(), a.tensors[i].second.nbytes()) == 0);
-    }
+    require_same_checkpoint_tensors(full / "checkpoint.safetensors", part / "checkpoint.safetensors");
 }
 
 TEST_CASE("train: a corrupt image is a named error, or skipped with --skip-bad-images") {
@@ -213,14 +218,7 @@ TEST_CASE("train: killed with SIGKILL at random moments and resumed, ends bit-id
     auto r = run(common + "--out " + part.string() + (resume ? " --resume" : ""));
     INFO(r.output);
     REQUIRE(r.code == 0);
-    auto a = cnx::io::load_safetensors((full / "checkpoint.safetensors").string());
-    auto b = cnx::io::load_safetensors((part / "checkpoint.safetensors").string());
-    REQUIRE(a.tensors.size() == b.tensors.size());
-    for (size_t i = 0; i < a.tensors.size(); ++i) {
-        INFO(a.tensors[i].first);
-        REQUIRE(a.tensors[i].first == b.tensors[i].first);
-        CHECK(std::memcmp(a.tensors[i].second.raw_data(), b.tensors[i].second.raw_data(), a.tensors[i].second.nbytes()) == 0);
-    }
+    require_same_checkpoint_tensors(full / "checkpoint.safetensors", part / "checkpoint.safetensors");
     std::vector<double> la, lb;
     for (auto& rec : read_jsonl(full / "metrics.jsonl"))
         if (rec.contains("step")) la.push_back(rec["loss"]);
