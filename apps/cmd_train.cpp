@@ -1,13 +1,21 @@
 // convnext train: the classic ConvNeXt fine-tuning workflow (image folder or Fashion-MNIST),
 // with that script's options and defaults: AdamW without decay on biases and norms, warmup then
 // cosine stepped per iteration, --freeze-layers, class_indices.json, best weights by val accuracy.
+//
+// Under mpirun it trains data-parallel (dist/dist.h): rank 0's weights are broadcast, each rank
+// takes its DistributedSampler share of every epoch with --batch-size images per step, gradients
+// are averaged across ranks before clipping and the optimiser step (so every rank takes the same
+// step), validation is sharded and its counts summed. Rank 0 alone prints and writes files.
 #include <array>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <memory>
 #include <nlohmann/json.hpp>
+#include <unistd.h>
 
 #include "apps/command.h"
 #include "apps/mixup.h"
@@ -15,7 +23,9 @@
 #include "apps/train_state.h"
 #include "core/autograd.h"
 #include "core/rng.h"
+#include "core/threads.h"
 #include "data/loader.h"
+#include "dist/dist.h"
 #include "io/curves.h"
 #include "io/safetensors.h"
 #include "ops/ops.h"
@@ -41,6 +51,69 @@ struct TrainOptions {
     bool overwrite = false;
 };
 
+// Salt for per-rank random streams (drop path, mixup): rank 0 keeps the single-process streams,
+// so a one-rank mpirun trains exactly like a plain launch.
+constexpr uint64_t kRankSalt = 0x72616e6b;
+
+// Checkpoints hold every rank's generator state joined by '|' (rank 0 first); a single-process
+// checkpoint is the one-part case, which keeps the file format unchanged.
+std::vector<std::string> split_states(const std::string& s) {
+    std::vector<std::string> parts;
+    size_t from = 0;
+    for (;;) {
+        size_t bar = s.find('|', from);
+        parts.push_back(s.substr(from, bar == std::string::npos ? std::string::npos : bar - from));
+        if (bar == std::string::npos) return parts;
+        from = bar + 1;
+    }
+}
+std::string join_states(const std::vector<std::string>& parts) {
+    std::string s;
+    for (size_t i = 0; i < parts.size(); ++i) s += (i ? "|" : "") + parts[i];
+    return s;
+}
+// The saved state of `rank`, or, for a run saved with fewer ranks, a stream derived from rank 0's.
+std::string state_for_rank(const std::string& saved, int rank) {
+    auto parts = split_states(saved);
+    if (rank < (int)parts.size()) return parts[rank];
+    Generator g;
+    g.set_state(parts[0]);
+    return Generator(data::derive_seed(g.next_u64(), kRankSalt, (uint64_t)rank)).state();
+}
+uint64_t mix_seed(uint64_t seed, int64_t epoch, int rank) {
+    uint64_t s = data::derive_seed(seed, 0x6d6978, epoch);
+    return rank == 0 ? s : data::derive_seed(s, kRankSalt, (uint64_t)rank);
+}
+
+// Every rank must hold the same weights after each step; a cheap hash compared once per epoch
+// catches an all-reduce that did not give every rank the same bits.
+uint64_t weights_checksum(const NamedTensors& tensors) {
+    uint64_t h = 1469598103934665603ull;
+    for (auto& [name, t] : tensors) {
+        const unsigned char* p = static_cast<const unsigned char*>(t.raw_data());
+        const size_t n = t.nbytes();
+        size_t i = 0;
+        for (; i + 8 <= n; i += 8) {
+            uint64_t w;
+            std::memcpy(&w, p + i, 8);
+            h = (h ^ w) * 1099511628211ull;
+        }
+        for (; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
+    }
+    return h;
+}
+
+// Where ranks other than 0 send their log: nowhere.
+struct NullBuffer : std::streambuf {
+    int overflow(int c) override { return c; }
+};
+
+std::string read_file_bytes(const std::string& path) {
+    std::ifstream f(path, std::ios::binary);
+    CNX_CHECK(f.good(), "cannot read '", path, "'");
+    return std::string(std::istreambuf_iterator<char>(f), {});
+}
+
 std::function<int()> setup(CLI::App& root) {
     auto* cmd = root.add_subcommand("train", "Train or fine-tune a ConvNeXt on an image folder or Fashion-MNIST");
     auto o = std::make_shared<TrainOptions>();
@@ -49,7 +122,7 @@ std::function<int()> setup(CLI::App& root) {
     o->model.add_options(cmd);
     cmd->add_option("--num-classes", o->num_classes, "Classes (default: from the data)");
     cmd->add_option("--epochs", o->epochs, "Epochs")->capture_default_str()->check(CLI::PositiveNumber);
-    cmd->add_option("--batch-size", o->batch_size, "Batch size")->capture_default_str()->check(CLI::PositiveNumber);
+    cmd->add_option("--batch-size", o->batch_size, "Batch size (per rank under mpirun)")->capture_default_str()->check(CLI::PositiveNumber);
     cmd->add_option("--lr", o->lr, "Peak learning rate")->capture_default_str();
     cmd->add_option("--wd", o->wd, "AdamW weight decay (not on biases and norms)")->capture_default_str();
     cmd->add_option("--weights", o->weights, "Initial weights (.safetensors or .pth); head dropped if its shape differs");
@@ -88,23 +161,32 @@ std::function<int()> setup(CLI::App& root) {
         ->capture_default_str();
     return [o]() -> int {
         TrainOptions& opt = *o;
+        // Rank 0 owns the output folder; the others only need its name (they never write to it,
+        // and may run on machines that cannot see it).
+        const int rank = dist::rank(), world = dist::world_size();
+        const bool root = rank == 0, distributed = world > 1;
+        NullBuffer null_buffer;
+        std::ostream null_log(&null_buffer);
+        std::ostream& log = root ? std::cout : null_log;
         if (opt.out.empty()) {
             CNX_CHECK(!opt.resume, "--resume needs --out (the folder holding checkpoint.safetensors)");
-            opt.out = "runs/" + app::now_stamp();
+            opt.out = dist::broadcast_bytes("runs/" + app::now_stamp());
         }
-        app::ensure_writable_dir(opt.out);
         const std::string ckpt_path = (fs::path(opt.out) / "checkpoint.safetensors").string();
-        if (opt.resume)
-            CNX_CHECK(fs::exists(ckpt_path), "--resume: no checkpoint at '", ckpt_path, "'");
-        else
-            CNX_CHECK(opt.overwrite || !fs::exists(ckpt_path), "'", opt.out,
-                      "' already holds a training run (checkpoint.safetensors): continue it with --resume, or start "
-                      "afresh with --overwrite, or choose another --out");
+        if (root) {
+            app::ensure_writable_dir(opt.out);
+            if (opt.resume)
+                CNX_CHECK(fs::exists(ckpt_path), "--resume: no checkpoint at '", ckpt_path, "'");
+            else
+                CNX_CHECK(opt.overwrite || !fs::exists(ckpt_path), "'", opt.out,
+                          "' already holds a training run (checkpoint.safetensors): continue it with --resume, or "
+                          "start afresh with --overwrite, or choose another --out");
+        }
         autograd::set_anomaly_enabled(opt.detect_anomaly);
 
         opt.data.augment = !opt.no_augment;
-        opt.data.class_indices_out = (fs::path(opt.out) / "class_indices.json").string();
-        app::DataSets ds = app::make_datasets(opt.data, std::cout);
+        if (root) opt.data.class_indices_out = (fs::path(opt.out) / "class_indices.json").string();
+        app::DataSets ds = app::make_datasets(opt.data, log);
         int64_t num_classes = opt.num_classes > 0 ? opt.num_classes : (int64_t)ds.classes.size();
         CNX_CHECK(num_classes >= (int64_t)ds.classes.size(), "--num-classes ", num_classes, " is less than the ",
                   ds.classes.size(), " classes in the data");
@@ -115,7 +197,10 @@ std::function<int()> setup(CLI::App& root) {
         mo.in_chans = ds.in_chans;
         mo.drop_path_rate = opt.drop_path;
         auto model = app::make_model(opt.model, mo);
-        if (!opt.weights.empty() && !opt.resume) app::load_pretrained(*model, opt.weights, true, std::cout);
+        if (!opt.weights.empty() && !opt.resume && root) app::load_pretrained(*model, opt.weights, true, log);
+        dist::broadcast(model->state_dict());
+        // Each rank draws its own drop-path masks (rank 0 keeps the single-process stream).
+        if (rank > 0) default_generator().manual_seed(data::derive_seed(opt.data.seed, kRankSalt, (uint64_t)rank));
         if (opt.freeze_layers)  // as the classic script: everything whose name lacks "head" is frozen
             for (auto& [name, p] : model->named_parameters())
                 if (name.find("head") == std::string::npos) p.requires_grad_(false);
@@ -135,8 +220,14 @@ std::function<int()> setup(CLI::App& root) {
         lo.num_workers = opt.workers;
         lo.seed = opt.data.seed;
         lo.skip_bad_images = opt.skip_bad_images;
+        lo.num_replicas = world, lo.rank = rank;
+        lo.keep_empty_batches = distributed;  // a rank whose images were all skipped still joins the step
         data::DataLoader loader(ds.train, lo);
         const int64_t batches = loader.batches_per_epoch();
+        if (distributed)
+            CNX_CHECK(batches > 0, "batch size ", opt.batch_size, " per rank is larger than the ",
+                      loader.samples_per_epoch(), " training images each of the ", world, " ranks gets (of ",
+                      ds.train->size(), "; the last partial batch is dropped)");
         CNX_CHECK(batches > 0, "batch size ", opt.batch_size, " is larger than the ", ds.train->size(),
                   " training images (the last partial batch is dropped)");
         const int64_t steps_per_epoch = (batches + opt.accum_steps - 1) / opt.accum_steps;
@@ -150,38 +241,75 @@ std::function<int()> setup(CLI::App& root) {
         app::RunState st;
         st.model = opt.model.name;
         if (opt.resume) {
-            st = app::load_training_checkpoint(ckpt_path, *model, opt_adamw, sched, ema.get());
+            // Rank 0 reads the checkpoint and sends its bytes: the other ranks restore the same
+            // weights, moments and run state even where they cannot see --out.
+            std::string load_path = ckpt_path;
+            std::unique_ptr<fs::path, void (*)(fs::path*)> copy(nullptr, [](fs::path* p) {
+                std::error_code ec;
+                fs::remove(*p, ec);
+                delete p;
+            });
+            if (distributed) {
+                std::string bytes = dist::broadcast_bytes(root ? read_file_bytes(ckpt_path) : std::string());
+                if (!root) {
+                    copy.reset(new fs::path(fs::temp_directory_path() /
+                                            ("convnext_resume_" + std::to_string(getpid()) + "_rank" +
+                                             std::to_string(rank) + ".safetensors")));
+                    std::ofstream f(*copy, std::ios::binary | std::ios::trunc);
+                    f.write(bytes.data(), (std::streamsize)bytes.size());
+                    CNX_CHECK(f.good(), "cannot write the received checkpoint to ", copy->string());
+                    load_path = copy->string();
+                }
+            }
+            st = app::load_training_checkpoint(load_path, *model, opt_adamw, sched, ema.get());
             CNX_CHECK(st.model == opt.model.name, "checkpoint '", ckpt_path, "' is a ", st.model, ", not a ",
                       opt.model.name);
             CNX_CHECK(st.batch_in_epoch <= batches, "checkpoint '", ckpt_path, "' stands at batch ", st.batch_in_epoch,
                       " of an epoch that now has ", batches, " (different data or batch size?)");
-            default_generator().set_state(st.rng);
-            std::cout << "resumed from " << ckpt_path << " at epoch " << st.epoch + 1 << ", batch " << st.batch_in_epoch
-                      << " (step " << st.global_step << ")\n";
+            const int saved_ranks = (int)split_states(st.rng).size();
+            CNX_CHECK(st.batch_in_epoch == 0 || saved_ranks == world, "checkpoint '", ckpt_path,
+                      "' was written mid-epoch by a ", saved_ranks, "-process run, so its batch position counts ",
+                      saved_ranks, " ranks' shares, not ", world, "'s: resume it with ", saved_ranks,
+                      " process(es) (mpirun -np ", saved_ranks, ")");
+            dist::broadcast(model->state_dict());
+            default_generator().set_state(state_for_rank(st.rng, rank));
+            log << "resumed from " << ckpt_path << " at epoch " << st.epoch + 1 << ", batch " << st.batch_in_epoch
+                << " (step " << st.global_step << ")\n";
         }
 
-        std::printf("%s: %.2fM parameters (%.2fM trainable), %lld classes, input %lldx%lldx%lld\n", opt.model.name.c_str(),
-                    total / 1e6, trainable / 1e6, (long long)num_classes, (long long)ds.image_size,
-                    (long long)ds.image_size, (long long)ds.in_chans);
-        std::printf("batch %lld x %lld accumulation, %lld steps/epoch, %lld epochs, lr %g, wd %g, warmup %lld epoch(s)\n",
-                    (long long)opt.batch_size, (long long)opt.accum_steps, (long long)steps_per_epoch,
-                    (long long)opt.epochs, opt.lr, opt.wd, (long long)opt.warmup_epochs);
-        std::printf("writing to %s\n", opt.out.c_str());
-        std::fflush(stdout);
+        if (root) {
+            std::printf("%s: %.2fM parameters (%.2fM trainable), %lld classes, input %lldx%lldx%lld\n",
+                        opt.model.name.c_str(), total / 1e6, trainable / 1e6, (long long)num_classes,
+                        (long long)ds.image_size, (long long)ds.image_size, (long long)ds.in_chans);
+            if (distributed)
+                std::printf("data-parallel: %d ranks x %d thread(s), batch %lld per rank = global batch %lld (the lr "
+                            "is not scaled with it)\n",
+                            world, get_num_threads(), (long long)opt.batch_size, (long long)opt.batch_size * world);
+            std::printf("%sbatch %lld x %lld accumulation, %lld steps/epoch, %lld epochs, lr %g, wd %g, warmup %lld "
+                        "epoch(s)\n",
+                        distributed ? "global " : "", (long long)opt.batch_size * world, (long long)opt.accum_steps,
+                        (long long)steps_per_epoch, (long long)opt.epochs, opt.lr, opt.wd,
+                        (long long)opt.warmup_epochs);
+            std::printf("writing to %s\n", opt.out.c_str());
+            std::fflush(stdout);
+        }
 
         const std::string metrics_path = (fs::path(opt.out) / "metrics.jsonl").string();
-        if (opt.resume) app::trim_metrics(metrics_path, st);
-        std::ofstream metrics(metrics_path, opt.resume ? std::ios::app : std::ios::trunc);
-        CNX_CHECK(metrics.good(), "cannot write ", (fs::path(opt.out) / "metrics.jsonl").string());
+        std::ofstream metrics;
+        if (root) {
+            if (opt.resume) app::trim_metrics(metrics_path, st);
+            metrics.open(metrics_path, opt.resume ? std::ios::app : std::ios::trunc);
+            CNX_CHECK(metrics.good(), "cannot write ", metrics_path);
+        }
         app::MixupOptions mix{opt.mixup, opt.cutmix, opt.label_smoothing};
-        Generator mix_gen(data::derive_seed(opt.data.seed, 0x6d6978));
+        Generator mix_gen(mix_seed(opt.data.seed, 0, rank));
 
         int64_t end_epoch = opt.epochs;
         if (opt.stop_after_epochs > 0) end_epoch = std::min(end_epoch, st.epoch + opt.stop_after_epochs);
-        auto save_checkpoint = [&] {
-            st.rng = default_generator().state();
-            st.mix_rng = mix_gen.state();
-            app::save_training_checkpoint(ckpt_path, *model, opt_adamw, sched, ema.get(), st);
+        auto save_checkpoint = [&] {  // every rank calls it (the generator states are gathered)
+            st.rng = join_states(dist::allgather_strings(default_generator().state()));
+            st.mix_rng = join_states(dist::allgather_strings(mix_gen.state()));
+            if (root) app::save_training_checkpoint(ckpt_path, *model, opt_adamw, sched, ema.get(), st);
         };
         for (; st.epoch < end_epoch; ++st.epoch) {
             const int64_t epoch = st.epoch;
@@ -193,48 +321,79 @@ std::function<int()> setup(CLI::App& root) {
             model->train();
             loader.start_epoch(epoch, st.batch_in_epoch);
             if (st.batch_in_epoch > 0 && !st.mix_rng.empty())
-                mix_gen.set_state(st.mix_rng);
+                mix_gen.set_state(state_for_rank(st.mix_rng, rank));
             else
-                mix_gen.manual_seed(data::derive_seed(opt.data.seed, 0x6d6978, epoch));
-            app::Progress progress("epoch " + std::to_string(epoch + 1) + "/" + std::to_string(opt.epochs), batches,
-                                   app::stderr_is_tty());
+                mix_gen.manual_seed(mix_seed(opt.data.seed, epoch, rank));
+            std::unique_ptr<app::Progress> progress;
+            if (root)
+                progress = std::make_unique<app::Progress>(
+                    "epoch " + std::to_string(epoch + 1) + "/" + std::to_string(opt.epochs), batches,
+                    app::stderr_is_tty());
             optim::GradAccumulator acc(opt.accum_steps);
             double pending_loss = 0, last_lr = NAN;
+            dist::ReduceStats comm;  // this epoch's gradient all-reduce, summed over steps
+            int64_t comm_steps = 0;
             int64_t pending_n = 0;
             data::Batch batch;
             opt_adamw.zero_grad();
             while (loader.next(batch)) {
                 ++st.batch_in_epoch;
-                if (batch.size() == 0) continue;  // every image of the batch was skipped
-                Tensor x = batch.images;
-                Tensor soft;
-                if (mix.enabled()) soft = app::mix_batch(x, batch.labels, num_classes, mix, mix_gen);
-                Tensor logits = model->forward(x);
-                Tensor loss = soft.defined() ? cross_entropy(logits, soft)
-                                             : cross_entropy(logits, batch.labels, opt.label_smoothing);
-                double lv = loss.item();
-                if (!std::isfinite(lv))
-                    fail("training diverged: non-finite loss (", lv, ") at epoch ", epoch + 1, " step ",
-                         st.step_in_epoch + 1, " (global step ", st.global_step + 1, "); the last checkpoint in ", opt.out,
-                         " is intact. Try a lower --lr or --clip-grad.");
-                if (opt.accum_steps > 1) loss = mul(loss, 1.0 / opt.accum_steps);
-                loss.backward();
-                const float* lp = logits.data<float>();
-                for (int64_t i = 0; i < batch.size(); ++i) {
-                    const float* row = lp + i * num_classes;
-                    int64_t best = 0;
-                    for (int64_t c = 1; c < num_classes; ++c)
-                        if (row[c] > row[best]) best = c;
-                    st.correct += best == batch.labels[i];
+                // Every image of the batch was skipped. Under MPI the rank still joins the step
+                // (contributing nothing), or the others would wait for it.
+                if (batch.size() == 0 && !distributed) continue;
+                double lv = 0;
+                int64_t correct = 0;
+                if (batch.size() > 0) {
+                    Tensor x = batch.images;
+                    Tensor soft;
+                    if (mix.enabled()) soft = app::mix_batch(x, batch.labels, num_classes, mix, mix_gen);
+                    Tensor logits = model->forward(x);
+                    Tensor loss = soft.defined() ? cross_entropy(logits, soft)
+                                                 : cross_entropy(logits, batch.labels, opt.label_smoothing);
+                    lv = loss.item();
+                    if (!std::isfinite(lv))
+                        fail("training diverged: non-finite loss (", lv, ") at epoch ", epoch + 1, " step ",
+                             st.step_in_epoch + 1, " (global step ", st.global_step + 1, "); the last checkpoint in ",
+                             opt.out, " is intact. Try a lower --lr or --clip-grad.");
+                    if (opt.accum_steps > 1) loss = mul(loss, 1.0 / opt.accum_steps);
+                    loss.backward();
+                    const float* lp = logits.data<float>();
+                    for (int64_t i = 0; i < batch.size(); ++i) {
+                        const float* row = lp + i * num_classes;
+                        int64_t best = 0;
+                        for (int64_t c = 1; c < num_classes; ++c)
+                            if (row[c] > row[best]) best = c;
+                        correct += best == batch.labels[i];
+                    }
                 }
-                st.seen += batch.size();
-                st.loss_sum += lv * batch.size();
-                pending_loss += lv, pending_n++;
+                // The running statistics are the global batch's: every rank holds the same sums,
+                // so the checkpoint (written by rank 0) is the whole job's.
+                double batch_loss = lv;
+                int64_t batch_n = batch.size();
+                if (distributed) {
+                    double sums[3] = {lv * batch.size(), (double)batch.size(), (double)correct};
+                    dist::allreduce_sum(sums, 3);
+                    if (sums[1] == 0) continue;  // every rank's batch was empty
+                    batch_loss = sums[0] / sums[1];
+                    batch_n = (int64_t)sums[1], correct = (int64_t)sums[2];
+                    st.loss_sum += sums[0];
+                } else {
+                    st.loss_sum += lv * batch.size();
+                }
+                st.correct += correct;
+                st.seen += batch_n;
+                pending_loss += batch_loss, pending_n++;
                 if (acc.ready() || st.batch_in_epoch == batches) {
                     acc.reset();
                     std::vector<Tensor> params;
                     for (auto& p : model->parameters())
                         if (p.requires_grad()) params.push_back(p);
+                    // The global batch's gradient on every rank, before clipping sees its norm.
+                    if (distributed) {
+                        dist::ReduceStats rs = dist::allreduce_mean_grads(params);
+                        comm.seconds += rs.seconds, comm.bytes += rs.bytes, comm.buckets += rs.buckets;
+                        ++comm_steps;
+                    }
                     double gnorm = optim::clip_grad_norm(params, opt.clip_grad > 0 ? opt.clip_grad : INFINITY);
                     if (!std::isfinite(gnorm))
                         fail("training diverged: non-finite gradient norm at epoch ", epoch + 1, " step ",
@@ -245,11 +404,12 @@ std::function<int()> setup(CLI::App& root) {
                     sched.step();
                     opt_adamw.zero_grad();
                     if (ema) ema->update(model->state_dict());
-                    metrics << json{{"epoch", epoch}, {"step", st.global_step}, {"loss", pending_loss / pending_n},
+                    if (root)
+                        metrics << json{{"epoch", epoch}, {"step", st.global_step}, {"loss", pending_loss / pending_n},
                                     {"lr", last_lr}, {"grad_norm", gnorm}}
-                                   .dump()
-                            << "\n";
-                    metrics.flush();
+                                       .dump()
+                                << "\n";
+                    if (root) metrics.flush();
                     pending_loss = 0, pending_n = 0;
                     ++st.global_step, ++st.step_in_epoch;
                     if (opt.checkpoint_every > 0 && st.global_step % opt.checkpoint_every == 0 &&
@@ -262,7 +422,7 @@ std::function<int()> setup(CLI::App& root) {
                 std::snprintf(stats, sizeof stats, "loss %.4f acc %.4f lr %.2e %.1f img/s", st.loss_sum / st.seen,
                               (double)st.correct / st.seen, last_lr,
                               st.seen / std::max(epoch_seconds(), 1e-9));
-                progress.update(st.batch_in_epoch, stats);
+                if (progress) progress->update(st.batch_in_epoch, stats);
             }
             app::EpochRecord rec;
             rec.train_loss = st.seen ? st.loss_sum / st.seen : NAN;
@@ -271,20 +431,35 @@ std::function<int()> setup(CLI::App& root) {
             char stats[160];
             std::snprintf(stats, sizeof stats, "train loss %.4f acc %.4f lr %.2e", rec.train_loss, rec.train_acc,
                           rec.lr);
-            progress.finish(stats);
+            if (progress) progress->finish(stats);
+            if (distributed && root && comm_steps > 0)
+                std::printf("gradient all-reduce: %lld steps x %.1f MB in %lld bucket(s), %.2f s (%.1f%% of %.2f s "
+                            "training)\n",
+                            (long long)comm_steps, comm.bytes / 1e6 / comm_steps, (long long)(comm.buckets / comm_steps),
+                            comm.seconds, 100 * comm.seconds / std::max(epoch_seconds() - seconds_before, 1e-9),
+                            epoch_seconds() - seconds_before);
+            if (distributed) {
+                auto sums = dist::allgather_strings(std::to_string(weights_checksum(model->state_dict())));
+                for (int r = 1; r < world; ++r)
+                    CNX_CHECK(sums[r] == sums[0], "after epoch ", epoch + 1, " rank ", r,
+                              "'s weights differ from rank 0's (the gradient all-reduce gave the ranks different "
+                              "results)");
+            }
             if (ds.val) {
-                auto vr = app::evaluate(*model, ds.val, num_classes, opt.batch_size, opt.workers, opt.skip_bad_images);
+                auto vr = app::evaluate(*model, ds.val, num_classes, opt.batch_size, opt.workers, opt.skip_bad_images,
+                                        "", true);
                 rec.val_loss = vr.loss, rec.val_acc = vr.top1;
-                std::printf("[valid epoch %lld] loss %.4f acc %.4f (%lld images)", (long long)epoch + 1, vr.loss, vr.top1,
-                            (long long)vr.count);
+                if (root)
+                    std::printf("[valid epoch %lld] loss %.4f acc %.4f (%lld images)", (long long)epoch + 1, vr.loss,
+                                vr.top1, (long long)vr.count);
                 if (ema) {
                     auto shadow_model = app::make_model(opt.model, mo);
                     shadow_model->load_state_dict(ema->shadow(), true);
                     auto er = app::evaluate(*shadow_model, ds.val, num_classes, opt.batch_size, opt.workers,
-                                            opt.skip_bad_images);
-                    std::printf(", ema acc %.4f", er.top1);
+                                            opt.skip_bad_images, "", true);
+                    if (root) std::printf(", ema acc %.4f", er.top1);
                 }
-                std::printf("\n");
+                if (root) std::printf("\n");
             }
             rec.seconds = epoch_seconds();
             st.history.push_back(rec);
@@ -295,20 +470,25 @@ std::function<int()> setup(CLI::App& root) {
                                {"std", json(ds.std).dump()}, {"classes", json(ds.classes).dump()}};
             if (score > st.best_acc) {
                 st.best_acc = score;
-                io::save_safetensors((fs::path(opt.out) / "best.safetensors").string(), model->state_dict(), wmeta);
+                if (root)
+                    io::save_safetensors((fs::path(opt.out) / "best.safetensors").string(), model->state_dict(), wmeta);
             }
-            if (ema) io::save_safetensors((fs::path(opt.out) / "ema.safetensors").string(), ema->shadow(), wmeta);
+            if (ema && root)
+                io::save_safetensors((fs::path(opt.out) / "ema.safetensors").string(), ema->shadow(), wmeta);
             // The epoch boundary: the next epoch starts fresh.
             st.epoch += 1;
             st.batch_in_epoch = 0, st.step_in_epoch = 0, st.seen = 0, st.correct = 0, st.loss_sum = 0;
             st.epoch_seconds = 0;
             save_checkpoint();
             st.epoch -= 1;  // the for loop increments it
-            app::write_curves((fs::path(opt.out) / "curves.png").string(), st.history);
-            metrics << rec.to_json(epoch).dump() << "\n";
-            metrics.flush();
+            if (root) {
+                app::write_curves((fs::path(opt.out) / "curves.png").string(), st.history);
+                metrics << rec.to_json(epoch).dump() << "\n";
+                metrics.flush();
+            }
         }
 
+        if (!root) return 0;
         std::printf("done: best %s accuracy %.4f; weights %s, checkpoint %s, curves %s\n", ds.val ? "validation" : "training",
                     st.best_acc, (fs::path(opt.out) / "best.safetensors").c_str(), ckpt_path.c_str(),
                     (fs::path(opt.out) / "curves.png").c_str());

@@ -9,6 +9,7 @@
 #include "apps/command.h"
 #include "core/error.h"
 #include "core/threads.h"
+#include "dist/dist.h"
 
 namespace cnx::app {
 std::vector<CommandEntry>& command_registry() {
@@ -23,7 +24,9 @@ int main(int argc, char** argv) {
     app.require_subcommand(1);
     app.fallthrough();  // global options may follow the subcommand
     int threads = 0;
-    app.add_option("--threads", threads, "Threads for OpenMP and OpenBLAS (default: all cores)");
+    app.add_option("--threads", threads,
+                   "Threads for OpenMP and OpenBLAS (default: all cores, shared out among the ranks of an mpirun "
+                   "job on this machine)");
 
     auto& registry = cnx::app::command_registry();
     std::sort(registry.begin(), registry.end(),
@@ -46,22 +49,49 @@ int main(int argc, char** argv) {
         return code == 0 ? 0 : 2;
     }
 
+    // MPI starts only after a successful parse: --help and usage errors are the same on every
+    // rank and need no communication. From here on every exit path finalizes or aborts.
     try {
-        cnx::set_num_threads(threads);
-        for (auto& [sub, run] : runners)
-            if (sub->parsed()) return run();
-    } catch (const CLI::ParseError& e) {
-        int code = app.exit(e);
-        return code == 0 ? 0 : 2;
-    } catch (const cnx::Error& e) {
-        std::cerr << "error: " << e.what() << "\n";
-        return 1;
-    } catch (const std::bad_alloc&) {
-        std::cerr << "error: out of memory\n";
-        return 1;
+        cnx::dist::init(&argc, &argv);
     } catch (const std::exception& e) {
         std::cerr << "error: " << e.what() << "\n";
         return 1;
+    }
+    struct Finalize {
+        ~Finalize() { cnx::dist::finalize(); }
+    } finalize;
+    const int rank = cnx::dist::rank();
+    auto report = [&](const std::string& msg) {
+        std::cerr << "error: " << (cnx::dist::distributed() ? "rank " + std::to_string(rank) + ": " : "") << msg
+                  << "\n";
+        // One rank's error ends the whole job: the others would wait forever in the next collective.
+        if (cnx::dist::distributed()) cnx::dist::abort(1);
+        return 1;
+    };
+    try {
+        if (threads <= 0 && cnx::dist::local_size() > 1)
+            threads = std::max(1, cnx::hardware_threads() / cnx::dist::local_size());
+        cnx::set_num_threads(threads);
+        for (auto& [sub, run] : runners) {
+            if (!sub->parsed()) continue;
+            if (cnx::dist::distributed() && sub->get_name() != "train") {
+                if (rank == 0)
+                    std::cerr << "error: '" << sub->get_name() << "' runs in one process; only 'train' is "
+                              << "data-parallel under mpirun (launch it without mpirun)\n";
+                return 2;
+            }
+            return run();
+        }
+    } catch (const CLI::ParseError& e) {
+        int code = app.exit(e);
+        if (code != 0 && cnx::dist::distributed()) cnx::dist::abort(2);
+        return code == 0 ? 0 : 2;
+    } catch (const cnx::Error& e) {
+        return report(e.what());
+    } catch (const std::bad_alloc&) {
+        return report("out of memory");
+    } catch (const std::exception& e) {
+        return report(e.what());
     }
     return 0;
 }

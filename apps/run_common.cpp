@@ -209,12 +209,15 @@ void ensure_writable_dir(const std::string& dir) {
 
 #include "core/autograd.h"
 #include "data/loader.h"
+#include "dist/dist.h"
 #include "ops/softmax.h"
 
 namespace cnx::app {
 
 EvalResult evaluate(nn::Module& model, std::shared_ptr<const data::Dataset> dataset, int64_t num_classes,
-                    int64_t batch_size, int workers, bool skip_bad_images, const std::string& progress_title) {
+                    int64_t batch_size, int workers, bool skip_bad_images, const std::string& progress_title,
+                    bool sharded) {
+    sharded = sharded && dist::distributed();
     bool was_training = model.is_training();
     model.eval();
     NoGradGuard no_grad;
@@ -224,13 +227,14 @@ EvalResult evaluate(nn::Module& model, std::shared_ptr<const data::Dataset> data
     lo.drop_last = false;
     lo.num_workers = workers;
     lo.skip_bad_images = skip_bad_images;
+    if (sharded) lo.num_replicas = dist::world_size(), lo.rank = dist::rank(), lo.pad_shards = false;
     data::DataLoader loader(dataset, lo);
     EvalResult r;
     r.confusion.assign(num_classes, std::vector<int64_t>(num_classes, 0));
     double loss_sum = 0;
     int64_t correct1 = 0, correct5 = 0;
     std::unique_ptr<Progress> progress;
-    if (!progress_title.empty())
+    if (!progress_title.empty() && dist::is_root())
         progress = std::make_unique<Progress>(progress_title, loader.batches_per_epoch(), stderr_is_tty());
     loader.start_epoch(0);
     data::Batch batch;
@@ -258,6 +262,15 @@ EvalResult evaluate(nn::Module& model, std::shared_ptr<const data::Dataset> data
         if (progress) progress->update(++done, "");
     }
     if (progress) progress->finish("");
+    if (sharded) {
+        std::vector<int64_t> counts{correct1, correct5, r.count};
+        for (auto& row : r.confusion) counts.insert(counts.end(), row.begin(), row.end());
+        dist::allreduce_sum(counts.data(), (int64_t)counts.size());
+        dist::allreduce_sum(&loss_sum, 1);
+        correct1 = counts[0], correct5 = counts[1], r.count = counts[2];
+        for (int64_t c = 0; c < num_classes; ++c)
+            std::copy_n(counts.begin() + 3 + c * num_classes, num_classes, r.confusion[c].begin());
+    }
     CNX_CHECK(r.count > 0, "evaluate: no sample could be read");
     r.loss = loss_sum / r.count;
     r.top1 = (double)correct1 / r.count;

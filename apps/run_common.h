@@ -101,7 +101,11 @@ struct EvalResult {
 };
 
 // Eval-mode forward over the whole dataset (no graph recorded); restores the module's mode.
+// sharded: under MPI each rank evaluates its own share (no sample twice) and the sums, counts and
+// confusion matrix are all-reduced, so every rank returns the whole dataset's result; only rank 0
+// shows progress. Every rank must then call it (it is a collective).
 EvalResult evaluate(nn::Module& model, std::shared_ptr<const data::Dataset> dataset, int64_t num_classes,
-                    int64_t batch_size, int workers, bool skip_bad_images, const std::string& progress_title = "");
+                    int64_t batch_size, int workers, bool skip_bad_images, const std::string& progress_title = "",
+                    bool sharded = false);
 
 }  // namespace cnx::app

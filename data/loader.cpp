@@ -26,19 +26,40 @@ std::vector<int64_t> epoch_order(int64_t n, uint64_t seed, int64_t epoch, bool s
     return gen.permutation(n);
 }
 
+std::vector<int64_t> shard_positions(int64_t n, int num_replicas, int rank, bool pad) {
+    CNX_CHECK(num_replicas >= 1 && rank >= 0 && rank < num_replicas, "DataLoader: rank ", rank, " of ", num_replicas,
+              " replicas");
+    std::vector<int64_t> pos;
+    if (n <= 0) return pos;
+    const int64_t k = num_replicas;
+    const int64_t end = pad ? (n + k - 1) / k * k : n;
+    pos.reserve((size_t)((end - rank + k - 1) / k));
+    // Positions past the end wrap to the start: the padding repeats the order's first entries.
+    for (int64_t p = rank; p < end; p += k) pos.push_back(p % n);
+    return pos;
+}
+
 DataLoader::DataLoader(std::shared_ptr<const Dataset> dataset, LoaderOptions opts)
     : dataset_(std::move(dataset)), opts_(opts) {
     CNX_CHECK(dataset_ != nullptr, "DataLoader: no dataset");
     CNX_CHECK(opts_.batch_size > 0, "DataLoader: batch_size must be positive, got ", opts_.batch_size);
     CNX_CHECK(opts_.num_workers >= 0, "DataLoader: num_workers must be >= 0, got ", opts_.num_workers);
     CNX_CHECK(dataset_->size() > 0, "DataLoader: the dataset is empty");
+    CNX_CHECK(opts_.num_replicas >= 1 && opts_.rank >= 0 && opts_.rank < opts_.num_replicas, "DataLoader: rank ",
+              opts_.rank, " is not one of ", opts_.num_replicas, " replicas");
     if (opts_.prefetch <= 0) opts_.prefetch = 2 * std::max(1, opts_.num_workers);
 }
 
 DataLoader::~DataLoader() { stop_workers(); }
 
+int64_t DataLoader::samples_per_epoch() const {
+    const int64_t n = dataset_->size(), k = opts_.num_replicas, r = opts_.rank;
+    if (opts_.pad_shards) return (n + k - 1) / k;
+    return n > r ? (n - r + k - 1) / k : 0;
+}
+
 int64_t DataLoader::batches_per_epoch() const {
-    const int64_t n = dataset_->size(), bs = opts_.batch_size;
+    const int64_t n = samples_per_epoch(), bs = opts_.batch_size;
     return opts_.drop_last ? n / bs : (n + bs - 1) / bs;
 }
 
@@ -70,13 +91,19 @@ void DataLoader::start_epoch(int64_t epoch, int64_t start_batch) {
     next_claim_ = start_batch;
     started_ = true;
     order_ = epoch_order(dataset_->size(), opts_.seed, epoch, opts_.shuffle);
+    if (opts_.num_replicas > 1) {
+        std::vector<int64_t> shard;
+        for (int64_t p : shard_positions(dataset_->size(), opts_.num_replicas, opts_.rank, opts_.pad_shards))
+            shard.push_back(order_[p]);
+        order_ = std::move(shard);
+    }
     for (int i = 0; i < opts_.num_workers; ++i) workers_.emplace_back([this] { worker_loop(); });
 }
 
 DataLoader::Result DataLoader::build(int64_t b) {
     Result r;
     try {
-        const int64_t n = dataset_->size(), bs = opts_.batch_size;
+        const int64_t n = (int64_t)order_.size(), bs = opts_.batch_size;
         const int64_t lo = b * bs, hi = std::min(n, lo + bs);
         std::vector<Sample> samples;
         samples.reserve(hi - lo);
@@ -162,7 +189,7 @@ bool DataLoader::next(Batch& out) {
         }
         work_cv_.notify_all();
         if (r.error) std::rethrow_exception(r.error);
-        if (r.batch.size() == 0) continue;  // every sample of it was skipped
+        if (r.batch.size() == 0 && !opts_.keep_empty_batches) continue;  // every sample of it was skipped
         out = std::move(r.batch);
         return true;
     }

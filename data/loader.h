@@ -6,6 +6,14 @@
 // depends only on (seed, epoch, batch number), never on which worker built it or when: runs
 // with 0, 1 or 8 workers produce identical batches, and resuming at (epoch, batch k) reproduces
 // the rest of the epoch exactly.
+//
+// Data parallelism (num_replicas K > 1): PyTorch's DistributedSampler. Every rank draws the same
+// epoch permutation; with pad_shards it is padded to a multiple of K by repeating its first
+// entries, and rank r takes positions r, r+K, r+2K, ... So every rank has ceil(N/K) samples and
+// the same number of batches (no collective ever waits for a rank that ran out), and with
+// shuffle off the union of batch j over the ranks is exactly the single process's batch j at K
+// times the batch size. Without pad_shards (evaluation) rank r takes only the real positions,
+// so no sample is counted twice.
 #include <condition_variable>
 #include <cstdint>
 #include <exception>
@@ -38,7 +46,15 @@ struct LoaderOptions {
     uint64_t seed = 0;
     bool skip_bad_images = false;  // BadImageError: warn and drop the sample instead of throwing
     std::ostream* log = nullptr;   // warnings; nullptr: std::cerr
+    int num_replicas = 1;          // data-parallel ranks sharing the epoch
+    int rank = 0;                  // this rank, in [0, num_replicas)
+    bool pad_shards = true;        // repeat samples so every rank has ceil(N/K) (training)
+    bool keep_empty_batches = false;  // hand out batches whose samples were all skipped (empty)
+                                      // instead of moving on: ranks stay in step under MPI
 };
+
+// The positions of an epoch's order that rank `rank` of `num_replicas` visits, in order.
+std::vector<int64_t> shard_positions(int64_t n, int num_replicas, int rank, bool pad);
 
 // Seeds derived from the run seed (a splitmix64 hash of the parts).
 uint64_t derive_seed(uint64_t seed, uint64_t a, uint64_t b = 0);
@@ -53,6 +69,7 @@ public:
     DataLoader& operator=(const DataLoader&) = delete;
 
     int64_t batches_per_epoch() const;
+    int64_t samples_per_epoch() const;  // this rank's share (padding included)
     const Dataset& dataset() const { return *dataset_; }
     const LoaderOptions& options() const { return opts_; }
 
