@@ -5,6 +5,7 @@
 #include "nn/init.h"
 #include "ops/drop_path.h"
 #include "ops/elementwise.h"
+#include "ops/fused.h"
 #include "ops/reduce.h"
 
 namespace cnx::models {
@@ -75,8 +76,14 @@ Block::Block(int64_t dim, double dp, double ls, Generator* gen) : Module("Block"
 }
 
 Tensor Block::forward(const Tensor& x) {
-    Tensor y = dwconv->forward(x);
-    y = pwconv2->forward(act->forward(pwconv1->forward(norm->forward(y))));
+    Tensor y = norm->forward(dwconv->forward(x));
+    // The MLP, layer scale and residual as one fused op (the same function, to float rounding, in
+    // less time and memory) unless drop path is live or GELU is the tanh form.
+    auto* dp = dynamic_cast<nn::DropPath*>(drop_path.get());
+    const bool dropping = dp && dp->is_training() && dp->p > 0;
+    if (!dropping && !act->tanh_approximation)
+        return convnext_mlp(y, pwconv1->weight, pwconv1->bias, pwconv2->weight, pwconv2->bias, gamma, x);
+    y = pwconv2->forward(act->forward(pwconv1->forward(y)));
     if (gamma.defined()) y = channel_scale(y, gamma);
     return add(x, drop_path->forward(y));
 }

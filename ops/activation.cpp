@@ -14,6 +14,7 @@
 #include <limits>
 
 #include "core/autograd.h"
+#include "ops/parallel.h"
 
 namespace cnx {
 namespace {
@@ -117,22 +118,30 @@ inline float gelu_tanh_grad(float x) {
 template <class T>
 void gelu_forward(T* out, const T* x, int64_t n, bool approx) {
     if (approx) {
-#pragma omp parallel for simd if (n >= kParallelMin)
-        for (int64_t i = 0; i < n; ++i) out[i] = gelu_tanh(x[i]);
+        parallel_range(n, n >= kParallelMin ? 4096 : n, [&](int64_t i0, int64_t i1) {
+#pragma omp simd
+            for (int64_t i = i0; i < i1; ++i) out[i] = gelu_tanh(x[i]);
+        });
     } else {
-#pragma omp parallel for simd if (n >= kParallelMin)
-        for (int64_t i = 0; i < n; ++i) out[i] = gelu_exact(x[i]);
+        parallel_range(n, n >= kParallelMin ? 4096 : n, [&](int64_t i0, int64_t i1) {
+#pragma omp simd
+            for (int64_t i = i0; i < i1; ++i) out[i] = gelu_exact(x[i]);
+        });
     }
 }
 
 template <class T>
 void gelu_backward(T* dx, const T* dout, const T* x, int64_t n, bool approx) {
     if (approx) {
-#pragma omp parallel for simd if (n >= kParallelMin)
-        for (int64_t i = 0; i < n; ++i) dx[i] = dout[i] * gelu_tanh_grad(x[i]);
+        parallel_range(n, n >= kParallelMin ? 4096 : n, [&](int64_t i0, int64_t i1) {
+#pragma omp simd
+            for (int64_t i = i0; i < i1; ++i) dx[i] = dout[i] * gelu_tanh_grad(x[i]);
+        });
     } else {
-#pragma omp parallel for simd if (n >= kParallelMin)
-        for (int64_t i = 0; i < n; ++i) dx[i] = dout[i] * gelu_exact_grad(x[i]);
+        parallel_range(n, n >= kParallelMin ? 4096 : n, [&](int64_t i0, int64_t i1) {
+#pragma omp simd
+            for (int64_t i = i0; i < i1; ++i) dx[i] = dout[i] * gelu_exact_grad(x[i]);
+        });
     }
 }
 

@@ -14,6 +14,7 @@
 #include "core/autograd.h"
 #include "ops/depthwise_conv2d.h"
 #include "ops/gemm.h"
+#include "ops/parallel.h"
 
 namespace cnx {
 namespace {
@@ -89,14 +90,15 @@ void unpack_weight(const T* dwr, T* dw, int64_t Cout, int64_t cin_g, int64_t kh,
 // Calls f(x_offset, p_offset, run) for every run, in parallel over (n, ho).
 template <class F>
 void for_each_patch_run(const ConvGeom& g, F&& f) {
-    const int64_t s = g.stride, run = s * g.Cin, K = s * run;
-#pragma omp parallel for collapse(2) schedule(static) if (g.M() * K > kMinParallelWork)
-    for (int64_t n = 0; n < g.N; ++n)
-        for (int64_t ho = 0; ho < g.Ho; ++ho)
+    const int64_t s = g.stride, run = s * g.Cin, K = s * run, rows = g.N * g.Ho;
+    parallel_range(rows, g.M() * K > kMinParallelWork ? 1 : rows, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) {
+            const int64_t n = r / g.Ho, ho = r % g.Ho;
             for (int64_t wo = 0; wo < g.Wo; ++wo)
                 for (int64_t i = 0; i < s; ++i)
-                    f(((n * g.H + ho * s + i) * g.W + wo * s) * g.Cin, ((n * g.Ho + ho) * g.Wo + wo) * K + i * run,
-                      run);
+                    f(((n * g.H + ho * s + i) * g.W + wo * s) * g.Cin, (r * g.Wo + wo) * K + i * run, run);
+        }
+    });
 }
 
 template <class T>
@@ -115,10 +117,10 @@ void patch_scatter(const T* p, T* x, const ConvGeom& g) {
 // cols[(n,ho,wo), (i,j,c)] = x[n, ho*s-p+i, wo*s-p+j, grp*Cin_g + c], zero outside the image.
 template <class T>
 void im2col(const T* x, T* cols, const ConvGeom& g, int64_t grp) {
-    const int64_t cg = g.cin_g(), K = g.K(), c0 = grp * cg;
-#pragma omp parallel for collapse(2) schedule(static) if (g.M() * K > kMinParallelWork)
-    for (int64_t n = 0; n < g.N; ++n)
-        for (int64_t ho = 0; ho < g.Ho; ++ho)
+    const int64_t cg = g.cin_g(), K = g.K(), c0 = grp * cg, rows = g.N * g.Ho;
+    parallel_range(rows, g.M() * K > kMinParallelWork ? 1 : rows, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) {
+            const int64_t n = r / g.Ho, ho = r % g.Ho;
             for (int64_t wo = 0; wo < g.Wo; ++wo) {
                 T* crow = cols + ((n * g.Ho + ho) * g.Wo + wo) * K;
                 for (int64_t i = 0; i < g.kh; ++i) {
@@ -135,16 +137,18 @@ void im2col(const T* x, T* cols, const ConvGeom& g, int64_t grp) {
                     }
                 }
             }
+        }
+    });
 }
 
 // dx[n,h,w, grp*Cin_g + c] = sum of cols entries that im2col read from there. Gathered per
 // input row (n, h) so threads never write the same element; groups own disjoint channels.
 template <class T>
 void col2im(const T* cols, T* dx, const ConvGeom& g, int64_t grp) {
-    const int64_t cg = g.cin_g(), K = g.K(), c0 = grp * cg, s = g.stride;
-#pragma omp parallel for collapse(2) schedule(static) if (g.M() * K > kMinParallelWork)
-    for (int64_t n = 0; n < g.N; ++n)
-        for (int64_t h = 0; h < g.H; ++h)
+    const int64_t cg = g.cin_g(), K = g.K(), c0 = grp * cg, s = g.stride, rows = g.N * g.H;
+    parallel_range(rows, g.M() * K > kMinParallelWork ? 1 : rows, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) {
+            const int64_t n = r / g.H, h = r % g.H;
             for (int64_t w = 0; w < g.W; ++w) {
                 T* dst = dx + ((n * g.H + h) * g.W + w) * g.Cin + c0;
                 std::fill(dst, dst + cg, T(0));
@@ -164,6 +168,8 @@ void col2im(const T* cols, T* dx, const ConvGeom& g, int64_t grp) {
                     }
                 }
             }
+        }
+    });
 }
 
 // ---- forward / backward over the GEMM routes --------------------------------------------------
@@ -200,11 +206,11 @@ void conv_forward(const T* x, const T* w, const T* bias, T* y, const ConvGeom& g
     Scratch<T> wbuf, buf;
     T* wr = wbuf.get(g.Cout * K);
     pack_weight(w, wr, g.Cout, g.cin_g(), g.kh, g.kw);
-    if (bias) fill_rows<T>(y, bias, M, g.Cout);
     for (int64_t grp = 0; grp < g.groups; ++grp) {
         const T* cols = gather(x, buf, g, grp);
-        gemm<T>(false, true, M, cog, K, T(1), cols, K, wr + grp * cog * K, K, bias ? T(1) : T(0), y + grp * cog,
-                g.Cout);
+        GemmEpilogue<T> ep;  // bias added in the GEMM's output pass
+        ep.bias = bias ? bias + grp * cog : nullptr;
+        gemm_ex<T>(false, true, M, cog, K, T(1), cols, K, wr + grp * cog * K, K, T(0), y + grp * cog, g.Cout, ep);
     }
 }
 

@@ -1,21 +1,23 @@
 // Depthwise 2-D convolution on NHWC activations (ConvNeXt's 7x7 dwconv): direct loops, channels
-// innermost so every inner loop runs over contiguous memory and vectorises, OpenMP over output
-// rows. The weight is repacked once per call from PyTorch's [C,1,kh,kw] to [kh,kw,C].
+// innermost so every inner loop runs over contiguous memory and vectorises, output rows in
+// parallel (ops/parallel.h). The weight is repacked once per call from PyTorch's [C,1,kh,kw] to
+// [kh,kw,C].
 #include "ops/depthwise_conv2d.h"
-
-#include <omp.h>
 
 #include <algorithm>
 #include <vector>
 
 #include "core/autograd.h"
+#include "ops/parallel.h"
 
 namespace cnx {
 namespace {
 
-// Below this many multiply-adds a kernel runs on one thread (a parallel region's start-up would
-// cost more than it saves).
+// Below this many multiply-adds a kernel runs on one thread (waking helpers would cost more than
+// it saves).
 constexpr int64_t kMinParallelWork = 1 << 16;
+// Row blocks of the dW/db reduction (each sums into its own partial buffer, reduced in order).
+constexpr int64_t kWgradBlocks = 16;
 
 // Geometry of one call. ph/pw may be negative (the stride-1 backward reuses the forward kernel
 // with padding k-1-p).
@@ -68,6 +70,9 @@ struct Tile {
     static constexpr int CB = kVectorBytes / sizeof(T);
     static constexpr int WB = 8;
 };
+
+// Rows per parallel range: all of them (serial) when the whole convolution is small.
+inline int64_t row_grain(const DwGeom& g) { return g.macs() > kMinParallelWork ? 1 : g.N * g.Ho; }
 
 // Valid kernel rows [i0, i1) for output row ho: input row ho*s - ph + i inside [0, H).
 inline void valid_rows(int64_t ho, const DwGeom& g, int64_t& i0, int64_t& i1) {
@@ -164,41 +169,52 @@ void fwd_pixel(T* yrow, const T* xr, const T* wt, const T* bias, int64_t wo, int
         }
 }
 
-// OpenMP over output rows (n, ho); within a row, channel blocks then column tiles.
+// One output row, channels [ca, cb) in blocks of CBX (a multiple of CBX wide), column tiles
+// within each block. win: scratch for the border tiles' input window.
+template <int KW, int CBX, class T>
+void fwd_row_blocks(T* yrow, const T* xr, const T* wr, const T* bias, int64_t nrows, int64_t ca, int64_t cb, T* win,
+                    const DwGeom& g) {
+    constexpr int WB = Tile<T>::WB;
+    const int64_t C = g.C, span = (WB - 1) * g.stride + g.kw;
+    for (int64_t c0 = ca; c0 < cb; c0 += CBX) {
+        const T* bc = bias ? bias + c0 : nullptr;
+        for (int64_t wo0 = 0; wo0 < g.Wo; wo0 += WB) {
+            const int nb = (int)std::min<int64_t>(WB, g.Wo - wo0);
+            const int64_t w0 = wo0 * g.stride - g.pw;  // first input column read
+            T* yp = yrow + wo0 * C + c0;
+            if (tile_inside(wo0, WB, g)) {
+                fwd_tile<KW, WB, CBX>(yp, nb, xr + w0 * C + c0, g.W * C, C, wr + c0, bc, nrows, g);
+            } else {
+                copy_window<CBX>(win, xr + c0, nrows, g.W * C, w0, span, g);
+                fwd_tile<KW, WB, CBX>(yp, nb, win, span * CBX, CBX, wr + c0, bc, nrows, g);
+            }
+        }
+    }
+}
+
+// Rows of output (n, ho) in parallel; within a row, channel blocks of a vector, then (C = 40,
+// ConvNeXt-atto's first stage) blocks of half a vector, then single channels.
 template <int KW, class T>
 void dw_forward_impl(const T* x, const T* wt, const T* bias, T* y, const DwGeom& g) {
-    constexpr int CB = Tile<T>::CB, WB = Tile<T>::WB;
-    const int64_t C = g.C, Cfull = C - C % CB;
+    constexpr int CB = Tile<T>::CB, HB = CB / 2, WB = Tile<T>::WB;
+    const int64_t C = g.C, Cfull = C - C % CB, Chalf = C - C % HB;
     const int64_t span = (WB - 1) * g.stride + g.kw;  // input columns one tile reads
-#pragma omp parallel if (g.macs() > kMinParallelWork)
-    {
+    const int64_t rows = g.N * g.Ho;
+    parallel_range(rows, row_grain(g), [&](int64_t r0, int64_t r1) {
         std::vector<T> win(g.kh * span * CB);
-#pragma omp for collapse(2) schedule(static)
-        for (int64_t n = 0; n < g.N; ++n)
-            for (int64_t ho = 0; ho < g.Ho; ++ho) {
-                T* yrow = y + (n * g.Ho + ho) * g.Wo * C;
-                int64_t i0, i1;
-                valid_rows(ho, g, i0, i1);
-                const T* xr = x + (n * g.H + ho * g.stride - g.ph + i0) * g.W * C;  // kernel row i0
-                const T* wr = wt + i0 * g.kw * C;
-                for (int64_t c0 = 0; c0 < Cfull; c0 += CB) {
-                    const T* bc = bias ? bias + c0 : nullptr;
-                    for (int64_t wo0 = 0; wo0 < g.Wo; wo0 += WB) {
-                        const int nb = (int)std::min<int64_t>(WB, g.Wo - wo0);
-                        const int64_t w0 = wo0 * g.stride - g.pw;  // first input column read
-                        T* yp = yrow + wo0 * C + c0;
-                        if (tile_inside(wo0, WB, g)) {
-                            fwd_tile<KW, WB, CB>(yp, nb, xr + w0 * C + c0, g.W * C, C, wr + c0, bc, i1 - i0, g);
-                        } else {
-                            copy_window<CB>(win.data(), xr + c0, i1 - i0, g.W * C, w0, span, g);
-                            fwd_tile<KW, WB, CB>(yp, nb, win.data(), span * CB, CB, wr + c0, bc, i1 - i0, g);
-                        }
-                    }
-                }
-                if (Cfull < C)
-                    for (int64_t wo = 0; wo < g.Wo; ++wo) fwd_pixel(yrow, xr, wt, bias, wo, Cfull, C, i0, i1, g);
-            }
-    }
+        for (int64_t r = r0; r < r1; ++r) {
+            const int64_t n = r / g.Ho, ho = r % g.Ho;
+            T* yrow = y + r * g.Wo * C;
+            int64_t i0, i1;
+            valid_rows(ho, g, i0, i1);
+            const T* xr = x + (n * g.H + ho * g.stride - g.ph + i0) * g.W * C;  // kernel row i0
+            const T* wr = wt + i0 * g.kw * C;
+            fwd_row_blocks<KW, CB>(yrow, xr, wr, bias, i1 - i0, 0, Cfull, win.data(), g);
+            fwd_row_blocks<KW, HB>(yrow, xr, wr, bias, i1 - i0, Cfull, Chalf, win.data(), g);
+            if (Chalf < C)
+                for (int64_t wo = 0; wo < g.Wo; ++wo) fwd_pixel(yrow, xr, wt, bias, wo, Chalf, C, i0, i1, g);
+        }
+    });
 }
 
 template <class T>
@@ -215,10 +231,10 @@ void dw_forward(const T* x, const T* wt, const T* bias, T* y, const DwGeom& g) {
 template <class T>
 void dw_backward_input_strided(const T* gy, const T* wt, T* dx, const DwGeom& g) {
     const int64_t C = g.C, s = g.stride;
-#pragma omp parallel for collapse(2) schedule(static) if (g.macs() > kMinParallelWork)
-    for (int64_t n = 0; n < g.N; ++n)
-        for (int64_t h = 0; h < g.H; ++h) {
-            T* dxrow = dx + (n * g.H + h) * g.W * C;
+    parallel_range(g.N * g.H, g.macs() > kMinParallelWork ? 1 : g.N * g.H, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) {
+            const int64_t n = r / g.H, h = r % g.H;
+            T* dxrow = dx + r * g.W * C;
             std::fill(dxrow, dxrow + g.W * C, T(0));
             for (int64_t i = 0; i < g.kh; ++i) {
                 const int64_t t = h + g.ph - i;
@@ -239,12 +255,13 @@ void dw_backward_input_strided(const T* gy, const T* wt, T* dx, const DwGeom& g)
                 }
             }
         }
+    });
 }
 
 // ---- backward dW and dbias: dwt[i,j,c] = sum_{n,ho,wo} g[n,ho,wo,c] * x[n,ho*s-ph+i,wo*s-pw+j,c],
-// db[c] = sum g. Output rows are cut into one block per thread, each summed into its own partial
-// buffer, then the partials are reduced in order: no atomics, and deterministic for a given
-// thread count.
+// db[c] = sum g. Output rows are cut into kWgradBlocks blocks, each summed into its own partial
+// buffer, then the partials are reduced in order: no atomics, and the same result for any thread
+// count.
 
 // acc[j][c] += sum over b < WB of gp[b*C + c] * xp[(b + j)*xcs + c]: one kernel row of one tile,
 // stride 1, kw == KW, accumulators in registers across calls.
@@ -290,82 +307,84 @@ void wgrad_row_plain(T* pw, const T* grow, const T* x, int64_t n, int64_t ho, in
     }
 }
 
-// Tiled path for output row r (stride 1, kw == KW), channels [0, Cfull). gwin/xwin: scratch for
-// the border tiles' zero-padded g columns and x window.
-template <int KW, class T>
-void wgrad_row_tiled(T* pw, const T* grow, const T* x, int64_t n, int64_t ho, T* gwin, T* xwin, const DwGeom& g) {
-    constexpr int CB = Tile<T>::CB, WB = Tile<T>::WB;
-    const int64_t C = g.C, Cfull = C - C % CB, span = WB + KW - 1;
+// Tiled path for output row r (stride 1, kw == KW), channels [ca, cb) in blocks of CBX.
+// gwin/xwin: scratch for the border tiles' zero-padded g columns and x window.
+template <int KW, int CBX, class T>
+void wgrad_row_tiled(T* pw, const T* grow, const T* x, int64_t n, int64_t ho, int64_t ca, int64_t cb, T* gwin,
+                     T* xwin, const DwGeom& g) {
+    constexpr int WB = Tile<T>::WB;
+    const int64_t C = g.C, span = WB + KW - 1;
     const int64_t tiles = (g.Wo + WB - 1) / WB;
     int64_t i0, i1;
     valid_rows(ho, g, i0, i1);
-    for (int64_t c0 = 0; c0 < Cfull; c0 += CB) {
+    for (int64_t c0 = ca; c0 < cb; c0 += CBX) {
         // g columns of every border tile, zero past Wo: independent of the kernel row
         for (int64_t t = 0; t < tiles; ++t) {
             const int64_t wo0 = t * WB;
             if (tile_inside(wo0, WB, g)) continue;
             for (int64_t b = 0; b < WB; ++b) {
-                T* dst = gwin + (t * WB + b) * CB;
+                T* dst = gwin + (t * WB + b) * CBX;
                 const T* src = grow + (wo0 + b) * C + c0;
                 const bool in = wo0 + b < g.Wo;
 #pragma omp simd
-                for (int c = 0; c < CB; ++c) dst[c] = in ? src[c] : T(0);
+                for (int c = 0; c < CBX; ++c) dst[c] = in ? src[c] : T(0);
             }
         }
         for (int64_t i = i0; i < i1; ++i) {
             const T* xrow = x + (n * g.H + ho - g.ph + i) * g.W * C + c0;
             T* pi = pw + i * KW * C + c0;
-            T acc[KW][CB];
+            T acc[KW][CBX];
             for (int j = 0; j < KW; ++j)
 #pragma omp simd
-                for (int c = 0; c < CB; ++c) acc[j][c] = pi[j * C + c];
+                for (int c = 0; c < CBX; ++c) acc[j][c] = pi[j * C + c];
             for (int64_t t = 0; t < tiles; ++t) {
                 const int64_t wo0 = t * WB, w0 = wo0 - g.pw;
                 if (tile_inside(wo0, WB, g)) {
-                    wgrad_tile<KW, WB, CB>(acc, grow + wo0 * C + c0, C, xrow + w0 * C, C);
+                    wgrad_tile<KW, WB, CBX>(acc, grow + wo0 * C + c0, C, xrow + w0 * C, C);
                 } else {
-                    copy_window<CB>(xwin, xrow, 1, 0, w0, span, g);
-                    wgrad_tile<KW, WB, CB>(acc, gwin + t * WB * CB, CB, xwin, CB);
+                    copy_window<CBX>(xwin, xrow, 1, 0, w0, span, g);
+                    wgrad_tile<KW, WB, CBX>(acc, gwin + t * WB * CBX, CBX, xwin, CBX);
                 }
             }
             for (int j = 0; j < KW; ++j)
 #pragma omp simd
-                for (int c = 0; c < CB; ++c) pi[j * C + c] = acc[j][c];
+                for (int c = 0; c < CBX; ++c) pi[j * C + c] = acc[j][c];
         }
     }
 }
 
 template <int KW, class T>
 void dw_backward_weight_impl(const T* gy, const T* x, T* dwt, T* db, const DwGeom& g) {
-    constexpr int CB = Tile<T>::CB, WB = Tile<T>::WB;
-    const int64_t C = g.C, taps = g.kh * g.kw, Cfull = KW > 0 ? C - C % CB : 0;
+    constexpr int CB = Tile<T>::CB, HB = CB / 2, WB = Tile<T>::WB;
+    const int64_t C = g.C, taps = g.kh * g.kw, Chalf = KW > 0 ? C - C % HB : 0;
+    [[maybe_unused]] const int64_t Cfull = C - C % CB;  // (the generic KW = 0 path has no tiles)
     const int64_t rows = g.N * g.Ho;
+    // A fixed number of row blocks, whatever the thread count: the result does not depend on it.
     const int64_t blocks =
-        g.macs() > kMinParallelWork ? std::max<int64_t>(1, std::min<int64_t>(rows, omp_get_max_threads())) : 1;
+        g.macs() > kMinParallelWork ? std::max<int64_t>(1, std::min<int64_t>(rows, kWgradBlocks)) : 1;
     const int64_t stride_p = (taps + 1) * C;  // dwt then db
     std::vector<T> partial(blocks * stride_p, T(0));
-#pragma omp parallel if (blocks > 1)
-    {
+    parallel_for(blocks, [&](int64_t b) {
         std::vector<T> gwin((g.Wo + WB - 1) / WB * WB * CB), xwin((WB + std::max(KW, 1) - 1) * CB);
-#pragma omp for schedule(static)
-        for (int64_t b = 0; b < blocks; ++b) {
-            T* pw = partial.data() + b * stride_p;
-            T* pb = pw + taps * C;
-            for (int64_t r = rows * b / blocks; r < rows * (b + 1) / blocks; ++r) {
-                const int64_t n = r / g.Ho, ho = r % g.Ho;
-                const T* grow = gy + r * g.Wo * C;
-                if (db)
-                    for (int64_t wo = 0; wo < g.Wo; ++wo) {
-                        const T* gp = grow + wo * C;
+        T* pw = partial.data() + b * stride_p;
+        T* pb = pw + taps * C;
+        for (int64_t r = rows * b / blocks; r < rows * (b + 1) / blocks; ++r) {
+            const int64_t n = r / g.Ho, ho = r % g.Ho;
+            const T* grow = gy + r * g.Wo * C;
+            if (db)
+                for (int64_t wo = 0; wo < g.Wo; ++wo) {
+                    const T* gp = grow + wo * C;
 #pragma omp simd
-                        for (int64_t c = 0; c < C; ++c) pb[c] += gp[c];
-                    }
-                if (!dwt) continue;
-                if constexpr (KW > 0) wgrad_row_tiled<KW>(pw, grow, x, n, ho, gwin.data(), xwin.data(), g);
-                if (Cfull < C) wgrad_row_plain(pw, grow, x, n, ho, Cfull, C, g);
+                    for (int64_t c = 0; c < C; ++c) pb[c] += gp[c];
+                }
+            if (!dwt) continue;
+            if constexpr (KW > 0) {
+                wgrad_row_tiled<KW, CB>(pw, grow, x, n, ho, 0, Cfull, gwin.data(), xwin.data(), g);
+                wgrad_row_tiled<KW, HB>(pw, grow, x, n, ho, Cfull, Chalf, gwin.data(), xwin.data(), g);
             }
+            if (Chalf < C) wgrad_row_plain(pw, grow, x, n, ho, Chalf, C, g);
         }
-    }
+    });
     if (dwt) std::copy(partial.begin(), partial.begin() + taps * C, dwt);
     if (db) std::copy(partial.begin() + taps * C, partial.begin() + stride_p, db);
     for (int64_t b = 1; b < blocks; ++b) {

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "core/autograd.h"
+#include "ops/parallel.h"
 #include "core/rng.h"
 
 namespace cnx {
@@ -15,14 +16,15 @@ constexpr int64_t kParallelMin = 1 << 15;
 // out[n, i] = x[n, i] * scale[n]; also the backward with (dout, same scale).
 template <class T>
 void per_sample_scale(T* out, const T* x, const std::vector<double>& scale, int64_t N, int64_t inner) {
-#pragma omp parallel for if (N * inner >= kParallelMin)
-    for (int64_t n = 0; n < N; ++n) {
-        const T s = (T)scale[n];
-        const T* xn = x + n * inner;
-        T* on = out + n * inner;
+    parallel_range(N, N * inner >= kParallelMin ? 1 : N, [&](int64_t n0, int64_t n1) {
+        for (int64_t n = n0; n < n1; ++n) {
+            const T s = (T)scale[n];
+            const T* xn = x + n * inner;
+            T* on = out + n * inner;
 #pragma omp simd
-        for (int64_t i = 0; i < inner; ++i) on[i] = xn[i] * s;
-    }
+            for (int64_t i = 0; i < inner; ++i) on[i] = xn[i] * s;
+        }
+    });
 }
 
 Tensor apply_scale(const Tensor& x, const std::vector<double>& scale) {

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "core/autograd.h"
+#include "ops/parallel.h"
 #include "ops/reduce.h"
 
 namespace cnx {
@@ -106,24 +107,26 @@ void binary_kernel(T* out, const T* a, const T* b, const BroadcastPlan& p, F f) 
     if (rows == 1) {
         const int64_t block = 4096;
         const int64_t nblocks = (inner + block - 1) / block;
-#pragma omp parallel for if (inner >= kParallelMin)
-        for (int64_t j = 0; j < nblocks; ++j) {
-            int64_t s = j * block, n = std::min(block, inner - s);
-            inner_dispatch(out + s, a + s * ia, b + s * ib, n, ia, ib, f);
-        }
+        parallel_range(nblocks, inner >= kParallelMin ? 1 : nblocks, [&](int64_t j0, int64_t j1) {
+            for (int64_t j = j0; j < j1; ++j) {
+                int64_t s = j * block, n = std::min(block, inner - s);
+                inner_dispatch(out + s, a + s * ia, b + s * ib, n, ia, ib, f);
+            }
+        });
         return;
     }
-#pragma omp parallel for if (rows * inner >= kParallelMin)
-    for (int64_t row = 0; row < rows; ++row) {
-        int64_t oa = 0, ob = 0, rem = row;
-        for (int k = r - 2; k >= 0; --k) {
-            int64_t idx = rem % p.sizes[k];
-            rem /= p.sizes[k];
-            oa += idx * p.sa[k];
-            ob += idx * p.sb[k];
+    parallel_range(rows, rows * inner >= kParallelMin ? 1 : rows, [&](int64_t row0, int64_t row1) {
+        for (int64_t row = row0; row < row1; ++row) {
+            int64_t oa = 0, ob = 0, rem = row;
+            for (int k = r - 2; k >= 0; --k) {
+                int64_t idx = rem % p.sizes[k];
+                rem /= p.sizes[k];
+                oa += idx * p.sa[k];
+                ob += idx * p.sb[k];
+            }
+            inner_dispatch(out + row * inner, a + oa, b + ob, inner, ia, ib, f);
         }
-        inner_dispatch(out + row * inner, a + oa, b + ob, inner, ia, ib, f);
-    }
+    });
 }
 
 enum class BinOp { Add, Sub, Mul, Div };
@@ -141,8 +144,10 @@ void binary_forward(BinOp op, T* out, const T* a, const T* b, const BroadcastPla
 // out = x * alpha + beta, elementwise (scalar add, scalar mul, neg and their backward).
 template <class T>
 void affine_kernel(T* out, const T* x, T alpha, T beta, int64_t n) {
-#pragma omp parallel for simd if (n >= kParallelMin)
-    for (int64_t i = 0; i < n; ++i) out[i] = x[i] * alpha + beta;
+    parallel_range(n, n >= kParallelMin ? 4096 : n, [&](int64_t i0, int64_t i1) {
+#pragma omp simd
+        for (int64_t i = i0; i < i1; ++i) out[i] = x[i] * alpha + beta;
+    });
 }
 
 void check_dtypes(const char* op, const Tensor& a, const Tensor& b) {
@@ -239,13 +244,14 @@ Tensor affine(const char* name, const Tensor& x, double alpha, double beta) {
 // ---- layer scale: out[r, c] = x[r, c] * s[c] ----
 template <class T>
 void channel_scale_forward(T* out, const T* x, const T* s, int64_t rows, int64_t C) {
-#pragma omp parallel for if (rows * C >= kParallelMin)
-    for (int64_t r = 0; r < rows; ++r) {
-        const T* xr = x + r * C;
-        T* orow = out + r * C;
+    parallel_range(rows, rows * C >= kParallelMin ? 1 : rows, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) {
+            const T* xr = x + r * C;
+            T* orow = out + r * C;
 #pragma omp simd
-        for (int64_t c = 0; c < C; ++c) orow[c] = xr[c] * s[c];
-    }
+            for (int64_t c = 0; c < C; ++c) orow[c] = xr[c] * s[c];
+        }
+    });
 }
 
 // dx = g * s (when dx != nullptr); ds[c] = sum_r g[r, c] * x[r, c]. The column reduction runs
@@ -256,23 +262,24 @@ void channel_scale_backward(T* dx, T* ds, const T* g, const T* x, const T* s, in
     const int64_t chunk = std::max<int64_t>(64, 16384 / std::max<int64_t>(C, 1));
     const int64_t nchunks = (rows + chunk - 1) / chunk;
     std::vector<double> partial(ds ? nchunks * C : 0, 0.0);
-#pragma omp parallel for if (rows * C >= kParallelMin)
-    for (int64_t k = 0; k < nchunks; ++k) {
-        double* acc = ds ? partial.data() + k * C : nullptr;
-        for (int64_t r = k * chunk; r < std::min(rows, (k + 1) * chunk); ++r) {
-            const T* gr = g + r * C;
-            if (dx) {
-                T* dr = dx + r * C;
+    parallel_range(nchunks, rows * C >= kParallelMin ? 1 : nchunks, [&](int64_t k0, int64_t k1) {
+        for (int64_t k = k0; k < k1; ++k) {
+            double* acc = ds ? partial.data() + k * C : nullptr;
+            for (int64_t r = k * chunk; r < std::min(rows, (k + 1) * chunk); ++r) {
+                const T* gr = g + r * C;
+                if (dx) {
+                    T* dr = dx + r * C;
 #pragma omp simd
-                for (int64_t c = 0; c < C; ++c) dr[c] = gr[c] * s[c];
-            }
-            if (acc) {
-                const T* xr = x + r * C;
+                    for (int64_t c = 0; c < C; ++c) dr[c] = gr[c] * s[c];
+                }
+                if (acc) {
+                    const T* xr = x + r * C;
 #pragma omp simd
-                for (int64_t c = 0; c < C; ++c) acc[c] += (double)gr[c] * (double)xr[c];
+                    for (int64_t c = 0; c < C; ++c) acc[c] += (double)gr[c] * (double)xr[c];
+                }
             }
         }
-    }
+    });
     if (!ds) return;
     for (int64_t c = 0; c < C; ++c) {
         double t = 0;

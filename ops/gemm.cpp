@@ -3,10 +3,17 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <string>
+#include <type_traits>
 #include <climits>
 #include <vector>
 
 #include "core/error.h"
+#include "ops/kernels/gelu_math.h"
+#include "ops/kernels/sgemm_avx512.h"
+#include "ops/parallel.h"
 
 namespace cnx {
 namespace {
@@ -23,27 +30,126 @@ void scale_c(int64_t M, int64_t N, T beta, T* C, int64_t ldc) {
         for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = beta == T(0) ? T(0) : beta * C[i * ldc + j];
 }
 
-}  // namespace
+// ---- backend selection ----------------------------------------------------------------------
 
-template <>
-void gemm<float>(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
-                 const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
-    if (M == 0 || N == 0) return;
-    if (K == 0) return scale_c(M, N, beta, C, ldc);
-    check_dims(M, N, K, lda, ldb, ldc);
+GemmBackend initial_backend() {
+    if (!kernels::sgemm_avx512_available()) return GemmBackend::OpenBLAS;
+    const char* env = std::getenv("CNX_GEMM");
+    if (env && std::string(env) == "openblas") return GemmBackend::OpenBLAS;
+    return GemmBackend::Avx512;
+}
+
+std::atomic<GemmBackend>& backend_slot() {
+    static std::atomic<GemmBackend> b{initial_backend()};
+    return b;
+}
+
+void blas(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const float* B,
+          int64_t ldb, float beta, float* C, int64_t ldc) {
     cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)M, (int)N, (int)K,
                 alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
 }
-
-template <>
-void gemm<double>(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, const double* A, int64_t lda,
-                  const double* B, int64_t ldb, double beta, double* C, int64_t ldc) {
-    if (M == 0 || N == 0) return;
-    if (K == 0) return scale_c(M, N, beta, C, ldc);
-    check_dims(M, N, K, lda, ldb, ldc);
+void blas(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, const double* A, int64_t lda,
+          const double* B, int64_t ldb, double beta, double* C, int64_t ldc) {
     cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)M, (int)N, (int)K,
                 alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
 }
+
+// The epilogue as one pass over C (the OpenBLAS route, float64, and K == 0).
+template <class T>
+void apply_epilogue(T* C, int64_t ldc, int64_t M, int64_t N, const GemmEpilogue<T>& ep) {
+    if (ep.empty()) return;
+    parallel_range(M, M * N > (1 << 15) ? 1 : M, [&](int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1; ++i) {
+            T* c = C + i * ldc;
+            if (ep.bias)
+#pragma omp simd
+                for (int64_t j = 0; j < N; ++j) c[j] += ep.bias[j];
+            if (ep.pre) std::copy(c, c + N, ep.pre + i * ep.ld_pre);
+            if (ep.act == GemmAct::Gelu) {
+#pragma omp simd
+                for (int64_t j = 0; j < N; ++j) c[j] = gelu_math::gelu(c[j]);
+            } else if (ep.act == GemmAct::GeluGrad) {
+                const T* h = ep.act_in + i * ep.ld_act_in;
+#pragma omp simd
+                for (int64_t j = 0; j < N; ++j) c[j] *= gelu_math::gelu_grad(h[j]);
+            }
+            if (ep.col_scale)
+#pragma omp simd
+                for (int64_t j = 0; j < N; ++j) c[j] *= ep.col_scale[j];
+            if (ep.residual) {
+                const T* x = ep.residual + i * ep.ld_residual;
+#pragma omp simd
+                for (int64_t j = 0; j < N; ++j) c[j] += x[j];
+            }
+        }
+    });
+}
+
+// GELU of every element of op(B) (stored rows x cols with stride ldb), into a dense copy.
+template <class T>
+std::vector<T> gelu_copy(const T* B, int64_t rows, int64_t cols, int64_t ldb) {
+    std::vector<T> out(rows * cols);
+    parallel_range(rows, rows * cols > (1 << 15) ? 1 : rows, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r)
+#pragma omp simd
+            for (int64_t c = 0; c < cols; ++c) out[r * cols + c] = gelu_math::gelu(B[r * ldb + c]);
+    });
+    return out;
+}
+
+}  // namespace
+
+void set_gemm_backend(GemmBackend b) {
+    if (b == GemmBackend::Auto) b = initial_backend();
+    CNX_CHECK(b != GemmBackend::Avx512 || kernels::sgemm_avx512_available(),
+              "gemm: the AVX-512 backend was requested but this CPU or build lacks AVX-512");
+    backend_slot() = b;
+}
+GemmBackend gemm_backend() { return backend_slot(); }
+bool gemm_avx512_supported() { return kernels::sgemm_avx512_available(); }
+const char* gemm_backend_name() { return gemm_backend() == GemmBackend::Avx512 ? "avx512" : "openblas"; }
+
+template <class T>
+void gemm_ex(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B,
+             int64_t ldb, T beta, T* C, int64_t ldc, const GemmEpilogue<T>& ep, bool gelu_a, bool gelu_b) {
+    if (M == 0 || N == 0) return;
+    if (K == 0) {
+        scale_c(M, N, beta, C, ldc);
+        return apply_epilogue(C, ldc, M, N, ep);
+    }
+    check_dims(M, N, K, lda, ldb, ldc);
+    if constexpr (std::is_same<T, float>::value) {
+        if (gemm_backend() == GemmBackend::Avx512)
+            return kernels::sgemm_avx512(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, ep, gelu_a, gelu_b);
+    }
+    std::vector<T> ga, gb;
+    if (gelu_a) {
+        ga = gelu_copy(A, ta ? K : M, ta ? M : K, lda);
+        A = ga.data(), lda = ta ? M : K;
+    }
+    if (gelu_b) {
+        gb = gelu_copy(B, tb ? N : K, tb ? K : N, ldb);
+        B = gb.data(), ldb = tb ? K : N;
+    }
+    blas(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    apply_epilogue(C, ldc, M, N, ep);
+}
+
+template <class T>
+void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B, int64_t ldb,
+          T beta, T* C, int64_t ldc) {
+    gemm_ex<T>(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, GemmEpilogue<T>{});
+}
+
+template void gemm<float>(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*, int64_t,
+                          float, float*, int64_t);
+template void gemm<double>(bool, bool, int64_t, int64_t, int64_t, double, const double*, int64_t, const double*,
+                           int64_t, double, double*, int64_t);
+template void gemm_ex<float>(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*,
+                             int64_t, float, float*, int64_t, const GemmEpilogue<float>&, bool, bool);
+template void gemm_ex<double>(bool, bool, int64_t, int64_t, int64_t, double, const double*, int64_t, const double*,
+                              int64_t, double, double*, int64_t, const GemmEpilogue<double>&, bool, bool);
 
 template <class T>
 void sum_rows(const T* a, int64_t M, int64_t N, T* out) {
@@ -60,8 +166,7 @@ void sum_rows(const T* a, int64_t M, int64_t N, T* out) {
         return;
     }
     std::vector<T> partial(blocks * N, T(0));
-#pragma omp parallel for schedule(static) if (M * N > (1 << 16))
-    for (int64_t b = 0; b < blocks; ++b) {
+    auto block = [&](int64_t b) {
         T* p = partial.data() + b * N;
         const int64_t i0 = M * b / blocks, i1 = M * (b + 1) / blocks;
         for (int64_t i = i0; i < i1; ++i) {
@@ -69,7 +174,11 @@ void sum_rows(const T* a, int64_t M, int64_t N, T* out) {
 #pragma omp simd
             for (int64_t j = 0; j < N; ++j) p[j] += r[j];
         }
-    }
+    };
+    if (M * N > (1 << 16))
+        parallel_for(blocks, block);
+    else
+        for (int64_t b = 0; b < blocks; ++b) block(b);
     std::copy(partial.begin(), partial.begin() + N, out);
     for (int64_t b = 1; b < blocks; ++b) {
         const T* p = partial.data() + b * N;
@@ -80,8 +189,9 @@ void sum_rows(const T* a, int64_t M, int64_t N, T* out) {
 
 template <class T>
 void fill_rows(T* y, const T* bias, int64_t M, int64_t N) {
-#pragma omp parallel for schedule(static) if (M * N > (1 << 16))
-    for (int64_t i = 0; i < M; ++i) std::copy(bias, bias + N, y + i * N);
+    parallel_range(M, M * N > (1 << 16) ? 1 : M, [&](int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1; ++i) std::copy(bias, bias + N, y + i * N);
+    });
 }
 
 template void sum_rows<float>(const float*, int64_t, int64_t, float*);

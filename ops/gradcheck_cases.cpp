@@ -1,6 +1,7 @@
 #include "ops/gradcheck_cases.h"
 
 #include "core/rng.h"
+#include "ops/fused.h"
 #include "ops/ops.h"
 
 namespace cnx {
@@ -55,6 +56,13 @@ std::vector<GradcheckCase> gradcheck_cases(uint64_t seed) {
           {b.r({2, 9, 11, 5}), b.r({5, 1, 7, 7}), b.r({5})});
     b.add("depthwise_conv2d", "x[2,9,7,3] w[3,1,3,3] s2 p1",
           [](V x) { return depthwise_conv2d(x[0], x[1], Tensor(), 2, 1); }, {b.r({2, 9, 7, 3}), b.r({3, 1, 3, 3})});
+
+    b.add("convnext_mlp", "u[2,3,5,6] H10 biases gamma residual",
+          [](V x) { return convnext_mlp(x[0], x[1], x[2], x[3], x[4], x[5], x[6]); },
+          {b.r({2, 3, 5, 6}), b.r({10, 6}), b.r({10}), b.r({6, 10}), b.r({6}), b.r({6}), b.r({2, 3, 5, 6})});
+    b.add("convnext_mlp", "u[3,7] H5 no biases, gamma or residual",
+          [](V x) { return convnext_mlp(x[0], x[1], Tensor(), x[2], Tensor(), Tensor(), Tensor()); },
+          {b.r({3, 7}), b.r({5, 7}), b.r({7, 5})});
 
     b.add("layer_norm", "x[2,3,5,7] affine", [](V x) { return layer_norm(x[0], x[1], x[2], 1e-6); },
           {b.r({2, 3, 5, 7}), b.r({7}), b.r({7})});

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/autograd.h"
+#include "ops/parallel.h"
 
 namespace cnx {
 namespace {
@@ -19,85 +20,89 @@ constexpr int64_t kParallelMin = 1 << 15;
 template <class T>
 void layernorm_forward(T* out, T* mean, T* rstd, const T* inp, const T* weight, const T* bias, int64_t rows,
                        int64_t C, double eps) {
-#pragma omp parallel for if (rows * C >= kParallelMin)
-    for (int64_t r = 0; r < rows; ++r) {
-        const T* x = inp + r * C;
-        T* o = out + r * C;
-        T m = 0;
+    parallel_range(rows, rows * C >= kParallelMin ? 1 : rows, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) {
+            const T* x = inp + r * C;
+            T* o = out + r * C;
+            T m = 0;
 #pragma omp simd reduction(+ : m)
-        for (int64_t i = 0; i < C; ++i) m += x[i];
-        m /= (T)C;
-        T v = 0;
+            for (int64_t i = 0; i < C; ++i) m += x[i];
+            m /= (T)C;
+            T v = 0;
 #pragma omp simd reduction(+ : v)
-        for (int64_t i = 0; i < C; ++i) {
-            T d = x[i] - m;
-            v += d * d;
-        }
-        v /= (T)C;
-        const T s = (T)1 / std::sqrt(v + (T)eps);
-        if (weight && bias) {
-#pragma omp simd
-            for (int64_t i = 0; i < C; ++i) o[i] = (x[i] - m) * s * weight[i] + bias[i];
-        } else {
             for (int64_t i = 0; i < C; ++i) {
-                T n = (x[i] - m) * s;
-                if (weight) n *= weight[i];
-                if (bias) n += bias[i];
-                o[i] = n;
+                T d = x[i] - m;
+                v += d * d;
             }
+            v /= (T)C;
+            const T s = (T)1 / std::sqrt(v + (T)eps);
+            if (weight && bias) {
+#pragma omp simd
+                for (int64_t i = 0; i < C; ++i) o[i] = (x[i] - m) * s * weight[i] + bias[i];
+            } else {
+                for (int64_t i = 0; i < C; ++i) {
+                    T n = (x[i] - m) * s;
+                    if (weight) n *= weight[i];
+                    if (bias) n += bias[i];
+                    o[i] = n;
+                }
+            }
+            mean[r] = m;
+            rstd[r] = s;
         }
-        mean[r] = m;
-        rstd[r] = s;
-    }
+    });
 }
 
 // dinp (may be null) [rows, C] is written; dweight, dbias (may be null) [C] are written, not
-// accumulated. Their column sums go through fixed-size row chunks added in order, so the result
-// depends on the sizes only, not on the number of threads.
+// accumulated. Their column sums go through fixed-size row chunks (summed in T within a chunk of a
+// few hundred rows, then across chunks in double, in order), so the result depends on the sizes
+// only, not on the number of threads.
 template <class T>
 void layernorm_backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* inp, const T* weight, const T* mean,
                         const T* rstd, int64_t rows, int64_t C) {
     const int64_t chunk = std::max<int64_t>(64, 16384 / std::max<int64_t>(C, 1));
     const int64_t nchunks = (rows + chunk - 1) / chunk;
-    std::vector<double> pw(dweight ? nchunks * C : 0, 0.0), pb(dbias ? nchunks * C : 0, 0.0);
-#pragma omp parallel for if (rows * C >= kParallelMin)
-    for (int64_t k = 0; k < nchunks; ++k) {
-        double* accw = dweight ? pw.data() + k * C : nullptr;
-        double* accb = dbias ? pb.data() + k * C : nullptr;
-        for (int64_t r = k * chunk; r < std::min(rows, (k + 1) * chunk); ++r) {
-            const T* x = inp + r * C;
-            const T* g = dout + r * C;
-            const T m = mean[r], s = rstd[r];
-            if (dinp) {
-                // dnorm = g * w; dx = rstd * (dnorm - mean(dnorm) - norm * mean(dnorm * norm))
-                T dnorm_mean = 0, dnorm_norm_mean = 0;
+    std::vector<T> pw(dweight ? nchunks * C : 0, T(0)), pb(dbias ? nchunks * C : 0, T(0));
+    parallel_range(nchunks, rows * C >= kParallelMin ? 1 : nchunks, [&](int64_t k0, int64_t k1) {
+        std::vector<T> ones;
+        if (!weight) ones.assign(C, T(1));
+        const T* w = weight ? weight : ones.data();
+        for (int64_t k = k0; k < k1; ++k) {
+            T* accw = dweight ? pw.data() + k * C : nullptr;
+            T* accb = dbias ? pb.data() + k * C : nullptr;
+            for (int64_t r = k * chunk; r < std::min(rows, (k + 1) * chunk); ++r) {
+                const T* x = inp + r * C;
+                const T* g = dout + r * C;
+                const T m = mean[r], s = rstd[r];
+                if (dinp) {
+                    // dnorm = g * w; dx = rstd * (dnorm - mean(dnorm) - norm * mean(dnorm * norm))
+                    T dnorm_mean = 0, dnorm_norm_mean = 0;
 #pragma omp simd reduction(+ : dnorm_mean, dnorm_norm_mean)
-                for (int64_t i = 0; i < C; ++i) {
-                    T norm = (x[i] - m) * s;
-                    T dnorm = weight ? weight[i] * g[i] : g[i];
-                    dnorm_mean += dnorm;
-                    dnorm_norm_mean += dnorm * norm;
+                    for (int64_t i = 0; i < C; ++i) {
+                        const T dnorm = w[i] * g[i];
+                        dnorm_mean += dnorm;
+                        dnorm_norm_mean += dnorm * ((x[i] - m) * s);
+                    }
+                    dnorm_mean /= (T)C;
+                    dnorm_norm_mean /= (T)C;
+                    T* dx = dinp + r * C;
+#pragma omp simd
+                    for (int64_t i = 0; i < C; ++i) {
+                        const T norm = (x[i] - m) * s;
+                        dx[i] = (w[i] * g[i] - dnorm_mean - norm * dnorm_norm_mean) * s;
+                    }
                 }
-                dnorm_mean /= (T)C;
-                dnorm_norm_mean /= (T)C;
-                T* dx = dinp + r * C;
+                if (accw) {
 #pragma omp simd
-                for (int64_t i = 0; i < C; ++i) {
-                    T norm = (x[i] - m) * s;
-                    T dnorm = weight ? weight[i] * g[i] : g[i];
-                    dx[i] = (dnorm - dnorm_mean - norm * dnorm_norm_mean) * s;
+                    for (int64_t i = 0; i < C; ++i) accw[i] += (x[i] - m) * s * g[i];
                 }
-            }
-            if (accw) {
+                if (accb) {
 #pragma omp simd
-                for (int64_t i = 0; i < C; ++i) accw[i] += (double)((x[i] - m) * s) * (double)g[i];
-            }
-            if (accb) {
-#pragma omp simd
-                for (int64_t i = 0; i < C; ++i) accb[i] += (double)g[i];
+                    for (int64_t i = 0; i < C; ++i) accb[i] += g[i];
+                }
             }
         }
-    }
+    });
     for (int64_t i = 0; i < C; ++i) {
         double tw = 0, tb = 0;
         for (int64_t k = 0; k < nchunks; ++k) {

@@ -1,5 +1,6 @@
-// matmul and linear: one OpenBLAS GEMM forward, two backward (dA/dx and dB/dW), leading dims of
-// the activation flattened into the GEMM's M so a [N,H,W,C] activation is one [N·H·W, C] matrix.
+// matmul and linear: one GEMM forward, two backward (dA/dx and dB/dW), leading dims of the
+// activation flattened into the GEMM's M so a [N,H,W,C] activation is one [N·H·W, C] matrix.
+// GEMMs go through ops/gemm.h (AVX-512 kernels for float where the CPU has them, else OpenBLAS).
 #include "ops/linear.h"
 
 #include "core/autograd.h"
@@ -40,11 +41,12 @@ void matmul_backward(T* da, T* db, const T* g, const T* a, const T* b, int64_t M
     if (db) gemm<T>(true, false, K, N, M, T(1), a, K, g, N, T(0), db, N);
 }
 
-// y[M,out] = x[M,in] · w[out,in]^T + bias[out]
+// y[M,out] = x[M,in] · w[out,in]^T + bias[out]   (bias added in the GEMM's output pass)
 template <class T>
 void linear_forward(T* y, const T* x, const T* w, const T* bias, int64_t M, int64_t in, int64_t out) {
-    if (bias) fill_rows<T>(y, bias, M, out);
-    gemm<T>(false, true, M, out, in, T(1), x, in, w, in, bias ? T(1) : T(0), y, out);
+    GemmEpilogue<T> ep;
+    ep.bias = bias;
+    gemm_ex<T>(false, true, M, out, in, T(1), x, in, w, in, T(0), y, out, ep);
 }
 
 // dx[M,in] = g[M,out] · w[out,in] ; dw[out,in] = g^T · x ; dbias[out] = column sums of g

@@ -8,6 +8,7 @@
 #include "ops/depthwise_conv2d.h"
 #include "ops/drop_path.h"
 #include "ops/elementwise.h"
+#include "ops/fused.h"
 #include "ops/layer_norm.h"
 #include "ops/linear.h"
 #include "ops/reduce.h"

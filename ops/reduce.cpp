@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "core/autograd.h"
+#include "ops/parallel.h"
 
 namespace cnx {
 namespace {
@@ -21,45 +22,48 @@ void sum_mid_kernel(T* out, const T* x, int64_t A, int64_t R, int64_t B, double 
     const int64_t chunk = A >= 8 ? std::max<int64_t>(R, 1) : std::max<int64_t>(64, 16384 / std::max<int64_t>(B, 1));
     const int64_t nc = std::max<int64_t>(1, (R + chunk - 1) / chunk);
     std::vector<double> partial(A * nc * B, 0.0);
-#pragma omp parallel for if (A * R * B >= kParallelMin)
-    for (int64_t u = 0; u < A * nc; ++u) {
-        const int64_t a = u / nc, k = u % nc;
-        double* acc = partial.data() + u * B;
-        const int64_t r1 = std::min(R, (k + 1) * chunk);
-        if (B == 1) {
-            double s = 0;
+    parallel_range(A * nc, A * R * B >= kParallelMin ? 1 : A * nc, [&](int64_t u0, int64_t u1) {
+        for (int64_t u = u0; u < u1; ++u) {
+            const int64_t a = u / nc, k = u % nc;
+            double* acc = partial.data() + u * B;
+            const int64_t r1 = std::min(R, (k + 1) * chunk);
+            if (B == 1) {
+                double s = 0;
 #pragma omp simd reduction(+ : s)
-            for (int64_t r = k * chunk; r < r1; ++r) s += (double)x[a * R + r];
-            acc[0] = s;
-        } else {
-            for (int64_t r = k * chunk; r < r1; ++r) {
-                const T* xr = x + (a * R + r) * B;
+                for (int64_t r = k * chunk; r < r1; ++r) s += (double)x[a * R + r];
+                acc[0] = s;
+            } else {
+                for (int64_t r = k * chunk; r < r1; ++r) {
+                    const T* xr = x + (a * R + r) * B;
 #pragma omp simd
-                for (int64_t b = 0; b < B; ++b) acc[b] += (double)xr[b];
+                    for (int64_t b = 0; b < B; ++b) acc[b] += (double)xr[b];
+                }
             }
         }
-    }
-#pragma omp parallel for if (A * B >= kParallelMin)
-    for (int64_t a = 0; a < A; ++a)
-        for (int64_t b = 0; b < B; ++b) {
-            double s = 0;
-            for (int64_t k = 0; k < nc; ++k) s += partial[(a * nc + k) * B + b];
-            out[a * B + b] = (T)(s * scale);
-        }
+    });
+    parallel_range(A, A * B >= kParallelMin ? 1 : A, [&](int64_t a0, int64_t a1) {
+        for (int64_t a = a0; a < a1; ++a)
+            for (int64_t b = 0; b < B; ++b) {
+                double s = 0;
+                for (int64_t k = 0; k < nc; ++k) s += partial[(a * nc + k) * B + b];
+                out[a * B + b] = (T)(s * scale);
+            }
+    });
 }
 
 // The inverse pattern: out[a, r, b] = scale * g[a, b].
 template <class T>
 void expand_mid_kernel(T* out, const T* g, int64_t A, int64_t R, int64_t B, double scale) {
     const T sc = (T)scale;
-#pragma omp parallel for if (A * R * B >= kParallelMin)
-    for (int64_t u = 0; u < A * R; ++u) {
-        const int64_t a = u / R;
-        T* o = out + u * B;
-        const T* ga = g + a * B;
+    parallel_range(A * R, A * R * B >= kParallelMin ? 1 : A * R, [&](int64_t u0, int64_t u1) {
+        for (int64_t u = u0; u < u1; ++u) {
+            const int64_t a = u / R;
+            T* o = out + u * B;
+            const T* ga = g + a * B;
 #pragma omp simd
-        for (int64_t b = 0; b < B; ++b) o[b] = ga[b] * sc;
-    }
+            for (int64_t b = 0; b < B; ++b) o[b] = ga[b] * sc;
+        }
+    });
 }
 
 // x's shape as alternating groups of kept / reduced dims (size-1 dims dropped, neighbours with

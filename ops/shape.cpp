@@ -5,6 +5,7 @@
 #include <string>
 
 #include "core/autograd.h"
+#include "ops/parallel.h"
 
 namespace cnx {
 namespace {
@@ -25,20 +26,21 @@ void permute_kernel(T* out, const T* x, const std::vector<int64_t>& sizes, const
     const int64_t inner = sizes[r - 1], is = strides[r - 1];
     int64_t rows = 1;
     for (int k = 0; k < r - 1; ++k) rows *= sizes[k];
-#pragma omp parallel for if (rows * inner >= kParallelMin)
-    for (int64_t row = 0; row < rows; ++row) {
-        int64_t off = 0, rem = row;
-        for (int k = r - 2; k >= 0; --k) {
-            off += (rem % sizes[k]) * strides[k];
-            rem /= sizes[k];
+    parallel_range(rows, rows * inner >= kParallelMin ? 1 : rows, [&](int64_t row0, int64_t row1) {
+        for (int64_t row = row0; row < row1; ++row) {
+            int64_t off = 0, rem = row;
+            for (int k = r - 2; k >= 0; --k) {
+                off += (rem % sizes[k]) * strides[k];
+                rem /= sizes[k];
+            }
+            T* o = out + row * inner;
+            const T* xi = x + off;
+            if (is == 1)
+                std::copy(xi, xi + inner, o);
+            else
+                for (int64_t i = 0; i < inner; ++i) o[i] = xi[i * is];
         }
-        T* o = out + row * inner;
-        const T* xi = x + off;
-        if (is == 1)
-            std::copy(xi, xi + inner, o);
-        else
-            for (int64_t i = 0; i < inner; ++i) o[i] = xi[i * is];
-    }
+    });
 }
 
 Tensor permute_nograd(const Tensor& x, const std::vector<int64_t>& perm) {

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/autograd.h"
+#include "ops/parallel.h"
 
 namespace cnx {
 namespace {
@@ -20,61 +21,64 @@ constexpr int64_t kParallelMin = 1 << 14;
 template <class T>
 void softmax_forward(T* y, const T* x, int64_t A, int64_t R, int64_t B, bool log) {
     if (B == 1) {
-#pragma omp parallel for if (A * R >= kParallelMin)
-        for (int64_t a = 0; a < A; ++a) {
-            const T* xa = x + a * R;
-            T* ya = y + a * R;
-            double m = -std::numeric_limits<double>::infinity(), s = 0;
-            for (int64_t r = 0; r < R; ++r) m = std::max(m, (double)xa[r]);
-            for (int64_t r = 0; r < R; ++r) s += std::exp((double)xa[r] - m);
-            if (log) {
-                const double lse = m + std::log(s);
-                for (int64_t r = 0; r < R; ++r) ya[r] = (T)((double)xa[r] - lse);
-            } else {
-                const double inv = 1.0 / s;
-                for (int64_t r = 0; r < R; ++r) ya[r] = (T)(std::exp((double)xa[r] - m) * inv);
+        parallel_range(A, A * R >= kParallelMin ? 1 : A, [&](int64_t a0, int64_t a1) {
+            for (int64_t a = a0; a < a1; ++a) {
+                const T* xa = x + a * R;
+                T* ya = y + a * R;
+                double m = -std::numeric_limits<double>::infinity(), s = 0;
+                for (int64_t r = 0; r < R; ++r) m = std::max(m, (double)xa[r]);
+                for (int64_t r = 0; r < R; ++r) s += std::exp((double)xa[r] - m);
+                if (log) {
+                    const double lse = m + std::log(s);
+                    for (int64_t r = 0; r < R; ++r) ya[r] = (T)((double)xa[r] - lse);
+                } else {
+                    const double inv = 1.0 / s;
+                    for (int64_t r = 0; r < R; ++r) ya[r] = (T)(std::exp((double)xa[r] - m) * inv);
+                }
             }
-        }
+        });
         return;
     }
-#pragma omp parallel for if (A * R * B >= kParallelMin)
-    for (int64_t a = 0; a < A; ++a) {
-        std::vector<double> m(B, -std::numeric_limits<double>::infinity()), s(B, 0.0);
-        const T* xa = x + a * R * B;
-        T* ya = y + a * R * B;
-        for (int64_t r = 0; r < R; ++r)
-            for (int64_t b = 0; b < B; ++b) m[b] = std::max(m[b], (double)xa[r * B + b]);
-        for (int64_t r = 0; r < R; ++r)
-            for (int64_t b = 0; b < B; ++b) s[b] += std::exp((double)xa[r * B + b] - m[b]);
-        for (int64_t b = 0; b < B; ++b) s[b] = log ? m[b] + std::log(s[b]) : 1.0 / s[b];
-        for (int64_t r = 0; r < R; ++r)
-            for (int64_t b = 0; b < B; ++b) {
-                double v = (double)xa[r * B + b];
-                ya[r * B + b] = (T)(log ? v - s[b] : std::exp(v - m[b]) * s[b]);
-            }
-    }
+    parallel_range(A, A * R * B >= kParallelMin ? 1 : A, [&](int64_t a0, int64_t a1) {
+        for (int64_t a = a0; a < a1; ++a) {
+            std::vector<double> m(B, -std::numeric_limits<double>::infinity()), s(B, 0.0);
+            const T* xa = x + a * R * B;
+            T* ya = y + a * R * B;
+            for (int64_t r = 0; r < R; ++r)
+                for (int64_t b = 0; b < B; ++b) m[b] = std::max(m[b], (double)xa[r * B + b]);
+            for (int64_t r = 0; r < R; ++r)
+                for (int64_t b = 0; b < B; ++b) s[b] += std::exp((double)xa[r * B + b] - m[b]);
+            for (int64_t b = 0; b < B; ++b) s[b] = log ? m[b] + std::log(s[b]) : 1.0 / s[b];
+            for (int64_t r = 0; r < R; ++r)
+                for (int64_t b = 0; b < B; ++b) {
+                    double v = (double)xa[r * B + b];
+                    ya[r * B + b] = (T)(log ? v - s[b] : std::exp(v - m[b]) * s[b]);
+                }
+        }
+    });
 }
 
 // softmax:     dx = y * (g - sum_r g y)
 // log_softmax: dx = g - exp(y) * sum_r g
 template <class T>
 void softmax_backward(T* dx, const T* g, const T* y, int64_t A, int64_t R, int64_t B, bool log) {
-#pragma omp parallel for if (A * R * B >= kParallelMin)
-    for (int64_t a = 0; a < A; ++a) {
-        std::vector<double> dot(B, 0.0);
-        const int64_t base = a * R * B;
-        for (int64_t r = 0; r < R; ++r)
-            for (int64_t b = 0; b < B; ++b) {
-                int64_t i = base + r * B + b;
-                dot[b] += log ? (double)g[i] : (double)g[i] * (double)y[i];
-            }
-        for (int64_t r = 0; r < R; ++r)
-            for (int64_t b = 0; b < B; ++b) {
-                int64_t i = base + r * B + b;
-                dx[i] = log ? (T)((double)g[i] - std::exp((double)y[i]) * dot[b])
-                            : (T)((double)y[i] * ((double)g[i] - dot[b]));
-            }
-    }
+    parallel_range(A, A * R * B >= kParallelMin ? 1 : A, [&](int64_t a0, int64_t a1) {
+        for (int64_t a = a0; a < a1; ++a) {
+            std::vector<double> dot(B, 0.0);
+            const int64_t base = a * R * B;
+            for (int64_t r = 0; r < R; ++r)
+                for (int64_t b = 0; b < B; ++b) {
+                    int64_t i = base + r * B + b;
+                    dot[b] += log ? (double)g[i] : (double)g[i] * (double)y[i];
+                }
+            for (int64_t r = 0; r < R; ++r)
+                for (int64_t b = 0; b < B; ++b) {
+                    int64_t i = base + r * B + b;
+                    dx[i] = log ? (T)((double)g[i] - std::exp((double)y[i]) * dot[b])
+                                : (T)((double)y[i] * ((double)g[i] - dot[b]));
+                }
+        }
+    });
 }
 
 Tensor softmax_impl(const char* op, const Tensor& x, int64_t dim, bool log) {
@@ -111,25 +115,26 @@ double cross_entropy_forward(T* p, const T* x, const int64_t* targets, const T* 
                              int64_t C) {
     // Per-row losses summed in order afterwards: the total does not depend on the thread count.
     std::vector<double> row_loss(N);
-#pragma omp parallel for if (N * C >= kParallelMin)
-    for (int64_t n = 0; n < N; ++n) {
-        const T* xn = x + n * C;
-        double m = -std::numeric_limits<double>::infinity();
-        for (int64_t c = 0; c < C; ++c) m = std::max(m, (double)xn[c]);
-        double s = 0;
-        for (int64_t c = 0; c < C; ++c) s += std::exp((double)xn[c] - m);
-        const double lse = m + std::log(s);
-        double loss = 0;
-        if (soft) {
-            for (int64_t c = 0; c < C; ++c) loss -= (double)soft[n * C + c] * ((double)xn[c] - lse);
-        } else {
-            double sum_neg_logp = 0;
-            for (int64_t c = 0; c < C; ++c) sum_neg_logp += lse - (double)xn[c];
-            loss = (1 - smoothing) * (lse - (double)xn[targets[n]]) + smoothing * sum_neg_logp / (double)C;
+    parallel_range(N, N * C >= kParallelMin ? 1 : N, [&](int64_t n0, int64_t n1) {
+        for (int64_t n = n0; n < n1; ++n) {
+            const T* xn = x + n * C;
+            double m = -std::numeric_limits<double>::infinity();
+            for (int64_t c = 0; c < C; ++c) m = std::max(m, (double)xn[c]);
+            double s = 0;
+            for (int64_t c = 0; c < C; ++c) s += std::exp((double)xn[c] - m);
+            const double lse = m + std::log(s);
+            double loss = 0;
+            if (soft) {
+                for (int64_t c = 0; c < C; ++c) loss -= (double)soft[n * C + c] * ((double)xn[c] - lse);
+            } else {
+                double sum_neg_logp = 0;
+                for (int64_t c = 0; c < C; ++c) sum_neg_logp += lse - (double)xn[c];
+                loss = (1 - smoothing) * (lse - (double)xn[targets[n]]) + smoothing * sum_neg_logp / (double)C;
+            }
+            for (int64_t c = 0; c < C; ++c) p[n * C + c] = (T)std::exp((double)xn[c] - lse);
+            row_loss[n] = loss;
         }
-        for (int64_t c = 0; c < C; ++c) p[n * C + c] = (T)std::exp((double)xn[c] - lse);
-        row_loss[n] = loss;
-    }
+    });
     double total = 0;
     for (double l : row_loss) total += l;
     return total;
@@ -140,21 +145,22 @@ double cross_entropy_forward(T* p, const T* x, const int64_t* targets, const T* 
 template <class T>
 void cross_entropy_backward(T* dx, const T* p, const int64_t* targets, const T* soft, double smoothing, int64_t N,
                             int64_t C, double scale) {
-#pragma omp parallel for if (N * C >= kParallelMin)
-    for (int64_t n = 0; n < N; ++n) {
-        const T* pn = p + n * C;
-        T* dn = dx + n * C;
-        if (soft) {
-            const T* tn = soft + n * C;
-            double tsum = 0;
-            for (int64_t c = 0; c < C; ++c) tsum += (double)tn[c];
-            for (int64_t c = 0; c < C; ++c) dn[c] = (T)(scale * ((double)pn[c] * tsum - (double)tn[c]));
-        } else {
-            const double off = smoothing / (double)C;
-            for (int64_t c = 0; c < C; ++c) dn[c] = (T)(scale * ((double)pn[c] - off));
-            dn[targets[n]] -= (T)(scale * (1 - smoothing));
+    parallel_range(N, N * C >= kParallelMin ? 1 : N, [&](int64_t n0, int64_t n1) {
+        for (int64_t n = n0; n < n1; ++n) {
+            const T* pn = p + n * C;
+            T* dn = dx + n * C;
+            if (soft) {
+                const T* tn = soft + n * C;
+                double tsum = 0;
+                for (int64_t c = 0; c < C; ++c) tsum += (double)tn[c];
+                for (int64_t c = 0; c < C; ++c) dn[c] = (T)(scale * ((double)pn[c] * tsum - (double)tn[c]));
+            } else {
+                const double off = smoothing / (double)C;
+                for (int64_t c = 0; c < C; ++c) dn[c] = (T)(scale * ((double)pn[c] - off));
+                dn[targets[n]] -= (T)(scale * (1 - smoothing));
+            }
         }
-    }
+    });
 }
 
 // d loss / d soft_target[n, c] = -logp[n, c] / N, from the saved probabilities' logs recomputed
