@@ -68,9 +68,9 @@ IdxArray read_idx(const std::string& path) {
     }
 
     // Grow with the data actually read, so a header declaring a huge array cannot make us
-    // allocate it up front.
-    const size_t chunk = size_t(1) << 24;
+    // allocate it up front; chunks start small and double, so a short corrupt file stays cheap.
     while (out.data.size() < total) {
+        const size_t chunk = std::clamp<size_t>(out.data.size(), size_t(1) << 16, size_t(1) << 24);
         size_t want = std::min<size_t>(chunk, total - out.data.size());
         size_t at = out.data.size();
         out.data.resize(at + want);

@@ -75,12 +75,16 @@ bool looks_like_jpeg(const uint8_t* b, size_t n) {
     return i < n && b[i] == 0xD8;
 }
 
-// stb_image 2.27 (Debian 12's) writes past its Huffman tables when a DHT segment declares more
-// than 256 codes; 2.28 refuses such files. Walk the marker segments as stb does (a superset of
-// the ones it visits) and refuse them here.
-bool jpeg_huffman_tables_ok(const uint8_t* b, size_t n) {
+// Two holes of stb_image 2.27 (Debian 12's) with Huffman tables, both fixed in 2.28: a DHT
+// segment declaring more than 256 codes makes it write past its tables, and a scan that uses a
+// table no DHT has defined yet makes it decode with uninitialised memory (wild reads). Walk the
+// marker segments as stb does (a superset of the ones it visits) and name the first such
+// problem; "" when there is none.
+std::string jpeg_huffman_problem(const uint8_t* b, size_t n) {
     auto at = [&](size_t k) -> uint32_t { return k < n ? b[k] : 0; };  // stb reads 0 past the end
     auto is_rst = [](uint8_t m) { return m >= 0xD0 && m <= 0xD7; };
+    bool defined[2][4] = {};  // [DC, AC][table id]
+    bool progressive = false;
     size_t i = 0;
     while (i < n) {
         if (b[i] != 0xFF) {  // junk between segments: stb skips it byte by byte
@@ -95,17 +99,35 @@ bool jpeg_huffman_tables_ok(const uint8_t* b, size_t n) {
         if (m == 0xD9) break;  // end of image: stb stops here
         if (m == 0x00 || m == 0x01 || m == 0xD8 || is_rst(m)) continue;
         const size_t len = (at(i) << 8) | at(i + 1);
+        if (m == 0xC0 || m == 0xC1 || m == 0xC2) progressive = m == 0xC2;
         if (m == 0xC4) {
             int64_t left = (int64_t)len - 2;
             size_t k = i + 2;
             while (left > 0) {
                 uint32_t q = at(k++);
-                if ((q >> 4) > 1 || (q & 15) > 3) return true;  // stb rejects this table itself
+                if ((q >> 4) > 1 || (q & 15) > 3) return "";  // stb rejects this table itself
                 uint32_t codes = 0;
                 for (int t = 0; t < 16; ++t) codes += at(k++);
-                if (codes > 256) return false;
+                if (codes > 256) return "Huffman table with more than 256 codes";
+                defined[q >> 4][q & 15] = true;
                 k += codes;
                 left -= 17 + (int64_t)codes;
+            }
+        }
+        if (m == 0xDA) {
+            // Which tables the scan decodes with, as stb picks them: baseline uses both of
+            // each component's; a progressive DC first pass only the DC one, an AC pass only AC.
+            const uint32_t ns = at(i + 2);
+            if (ns < 1 || ns > 4) return "";  // stb rejects the scan itself
+            const uint32_t spec_start = at(i + 3 + 2 * ns), succ_high = at(i + 5 + 2 * ns) >> 4;
+            for (uint32_t c = 0; c < ns; ++c) {
+                const uint32_t q = at(i + 4 + 2 * c), dc = q >> 4, ac = q & 15;
+                if (dc > 3 || ac > 3) return "";  // stb rejects the scan itself
+                const bool uses_dc = !progressive || (spec_start == 0 && succ_high == 0);
+                const bool uses_ac = !progressive || spec_start != 0;
+                if ((uses_dc && !defined[0][dc]) || (uses_ac && !defined[1][ac]))
+                    return "scan uses Huffman table " + std::string(uses_ac && !defined[1][ac] ? "AC " : "DC ") +
+                           std::to_string(uses_ac && !defined[1][ac] ? ac : dc) + " before any DHT defines it";
             }
         }
         i += len;
@@ -113,7 +135,27 @@ bool jpeg_huffman_tables_ok(const uint8_t* b, size_t n) {
             while (i + 1 < n && !(b[i] == 0xFF && b[i + 1] != 0x00 && b[i + 1] != 0xFF && !is_rst(b[i + 1]))) ++i;
         }
     }
-    return true;
+    return "";
+}
+
+// stb_image 2.27 grows its IDAT buffer to a chunk's declared length before it checks that the
+// bytes are there, so an 80-byte PNG declaring a 2 GiB chunk makes it allocate 2 GiB. A chunk
+// cannot extend past the end of the file (stb fails on such a file anyway, after allocating), so
+// walk the chunks up to IEND and name the first one that does. Returns "" when they all fit.
+std::string png_chunk_past_end(const uint8_t* b, size_t n) {
+    size_t i = 8;
+    while (i + 8 <= n) {
+        const uint64_t len = be32(b + i);
+        std::string type(reinterpret_cast<const char*>(b + i + 4), 4);
+        for (char& c : type)
+            if (c < 0x21 || c > 0x7e) c = '?';
+        if (len > n - i - 8)  // the CRC may be missing: stb does not check it
+            return "chunk '" + type + "' of " + std::to_string(len) + " bytes at offset " + std::to_string(i) +
+                   " runs past the end of the file (" + std::to_string(n) + " bytes)";
+        if (type == "IEND") break;
+        i += 12 + len;
+    }
+    return "";
 }
 
 void check_limit(int64_t w, int64_t h, const std::string& name, const DecodeOptions& opts) {
@@ -151,8 +193,15 @@ Image decode_image(const uint8_t* bytes, size_t size, const std::string& name, c
     if (size > (size_t)INT_MAX) throw BadImageError("cannot decode " + name + ": file larger than 2 GiB");
     int64_t sw = 0, sh = 0;
     if (sniff_size(bytes, size, sw, sh)) check_limit(sw, sh, name, opts);
-    if (looks_like_jpeg(bytes, size) && !jpeg_huffman_tables_ok(bytes, size))
-        throw BadImageError("cannot decode " + name + ": Corrupt JPEG (Huffman table with more than 256 codes)");
+    static const uint8_t png_sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    if (size >= 8 && std::memcmp(bytes, png_sig, 8) == 0) {
+        std::string why = png_chunk_past_end(bytes, size);
+        if (!why.empty()) throw BadImageError("cannot decode " + name + ": Corrupt PNG (" + why + ")");
+    }
+    if (looks_like_jpeg(bytes, size)) {
+        std::string why = jpeg_huffman_problem(bytes, size);
+        if (!why.empty()) throw BadImageError("cannot decode " + name + ": Corrupt JPEG (" + why + ")");
+    }
     int len = (int)size, w = 0, h = 0, comp = 0;
     // Header only: nothing the size of the image is allocated before the limit is checked.
     if (!stbi_info_from_memory(bytes, len, &w, &h, &comp))

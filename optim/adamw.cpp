@@ -122,6 +122,8 @@ std::vector<std::pair<std::string, double>> AdamW::option_values(size_t group_in
     return {{"beta1", o.beta1()}, {"beta2", o.beta2()}, {"eps", o.eps()}, {"amsgrad", o.amsgrad() ? 1.0 : 0.0}};
 }
 
+void AdamW::check_group_options(size_t group_index) const { check_options(options_[group_index]); }
+
 void AdamW::set_option_value(size_t group_index, const std::string& key, double value) {
     AdamWOptions& o = options_[group_index];
     if (key == "beta1") o.betas({value, o.beta2()});

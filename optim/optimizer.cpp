@@ -37,6 +37,14 @@ int64_t parse_int(const std::string& key, const std::string& text) {
     return v;
 }
 
+// Learning rates, weight decay and scales: finite and not negative (a bad value would silently
+// turn descent into ascent or NaN).
+double parse_rate(const std::string& key, const std::string& text) {
+    const double v = detail::parse_double(key, text);
+    CNX_CHECK(std::isfinite(v) && v >= 0, "optimizer state: '", key, "' = '", text, "' is not a rate (finite, >= 0)");
+    return v;
+}
+
 const std::string& lookup(const std::map<std::string, std::string>& m, const std::string& key) {
     auto it = m.find(key);
     CNX_CHECK(it != m.end(), "optimizer state: missing key '", key, "'");
@@ -190,10 +198,10 @@ void Optimizer::load_state_dict(const OptimizerState& state, const std::string& 
         CNX_CHECK(saved_names == join_names(g.names), type(), ": param group ", gi, " holds [", saved_names,
                   "] in the state but [", join_names(g.names), "] here");
         g.name = lookup(sc, gp + "name");
-        g.lr = detail::parse_double(gp + "lr", lookup(sc, gp + "lr"));
-        g.initial_lr = detail::parse_double(gp + "initial_lr", lookup(sc, gp + "initial_lr"));
-        g.weight_decay = detail::parse_double(gp + "weight_decay", lookup(sc, gp + "weight_decay"));
-        g.lr_scale = detail::parse_double(gp + "lr_scale", lookup(sc, gp + "lr_scale"));
+        g.lr = parse_rate(gp + "lr", lookup(sc, gp + "lr"));
+        g.initial_lr = parse_rate(gp + "initial_lr", lookup(sc, gp + "initial_lr"));
+        g.weight_decay = parse_rate(gp + "weight_decay", lookup(sc, gp + "weight_decay"));
+        g.lr_scale = parse_rate(gp + "lr_scale", lookup(sc, gp + "lr_scale"));
         old_options.push_back(option_values(gi));
         std::vector<std::pair<std::string, double>> opts;
         for (const auto& kv : old_options.back())
@@ -204,9 +212,10 @@ void Optimizer::load_state_dict(const OptimizerState& state, const std::string& 
         for (size_t gi = 0; gi < all.size(); ++gi)
             for (const auto& kv : all[gi]) set_option_value(gi, kv.first, kv.second);
     };
-    // Buffer names depend on the options (amsgrad adds max_exp_avg_sq), so apply them first.
-    set_options(new_options);
     try {
+        // Buffer names depend on the options (amsgrad adds max_exp_avg_sq), so apply them first.
+        set_options(new_options);
+        for (size_t gi = 0; gi < groups.size(); ++gi) check_group_options(gi);
         for (size_t gi = 0; gi < groups.size(); ++gi) {
             const ParamGroup& g = groups[gi];
             const auto names = buffer_names(gi);

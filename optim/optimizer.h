@@ -109,6 +109,9 @@ protected:
     // Optimiser-specific group options (betas, eps, momentum, ...) as numbers, for state_dict.
     virtual std::vector<std::pair<std::string, double>> option_values(size_t group_index) const = 0;
     virtual void set_option_value(size_t group_index, const std::string& key, double value) = 0;
+    // Throws when the group's options are out of range; load_state_dict calls it before it
+    // commits, so a corrupt checkpoint fails at load, not at the first step.
+    virtual void check_group_options(size_t group_index) const {}
 
     std::vector<ParamGroup> groups_;
     std::vector<std::vector<ParamState>> state_;  // [group][param]

@@ -104,6 +104,8 @@ std::vector<std::pair<std::string, double>> SGD::option_values(size_t group_inde
     return {{"momentum", o.momentum()}, {"dampening", o.dampening()}, {"nesterov", o.nesterov() ? 1.0 : 0.0}};
 }
 
+void SGD::check_group_options(size_t group_index) const { check_options(options_[group_index]); }
+
 void SGD::set_option_value(size_t group_index, const std::string& key, double value) {
     SGDOptions& o = options_[group_index];
     if (key == "momentum") o.momentum(value);

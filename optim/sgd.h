@@ -33,6 +33,7 @@ protected:
     std::vector<std::string> buffer_names(size_t group_index) const override;
     std::vector<std::pair<std::string, double>> option_values(size_t group_index) const override;
     void set_option_value(size_t group_index, const std::string& key, double value) override;
+    void check_group_options(size_t group_index) const override;
 
 private:
     SGDOptions defaults_;
