@@ -14,6 +14,7 @@
 #include <limits>
 
 #include "core/autograd.h"
+#include "ops/kernels/gelu_math.h"
 #include "ops/parallel.h"
 
 namespace cnx {
@@ -25,29 +26,8 @@ constexpr double kInvSqrt2Pi = 0.39894228040143267794;  // 1/sqrt(2 pi), the nor
 constexpr double kSqrt2OverPi = 0.79788456080286535588;
 constexpr double kTanhCoef = 0.044715;
 
-// exp(y), float, no libm call: Cody-Waite reduction y = k ln2 + r with |r| <= ln2/2, degree-7
-// Taylor polynomial for exp(r) (truncation < 3e-9), and 2^k built in the exponent bits.
-// Below -87 the result is 0 and above 88 it is inf (2^k would leave the normal range).
-inline float exp_f(float y_in) {
-    const float y = std::min(std::max(y_in, -87.0f), 88.0f);
-    // Round to nearest by adding and removing 1.5 * 2^23 (floorf does not vectorise here).
-    const float k = (y * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-    float r = y - k * 0.693359375f;  // ln2 split in two: k * 0.693359375 is exact
-    r = r + k * 2.12194440e-4f;
-    float p = 1.0f / 5040;
-    p = p * r + 1.0f / 720;
-    p = p * r + 1.0f / 120;
-    p = p * r + 1.0f / 24;
-    p = p * r + 1.0f / 6;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-    const int32_t bits = ((int32_t)k + 127) << 23;
-    float scale;
-    std::memcpy(&scale, &bits, sizeof scale);
-    const float e = y_in < -87.0f ? 0.0f : p * scale;
-    return y_in > 88.0f ? std::numeric_limits<float>::infinity() : e;
-}
+// exp_f is shared with the fused MLP kernels.
+using gelu_math::exp_f;
 
 // Phi(x), the standard normal CDF, float. With z = x / sqrt(2):
 //   |z| < 0.84: Phi = 0.5 + 0.5 erf(z), erf(z) = 2/sqrt(pi) sum_n (-1)^n z^(2n+1) / (n! (2n+1))
