@@ -1,5 +1,7 @@
 #include "core/storage.h"
 
+#include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <map>
 #include <mutex>
@@ -12,14 +14,27 @@ namespace allocator {
 namespace {
 
 // Blocks are cached by exact rounded size: a training step asks for the same sizes every
-// iteration, so exact matching reuses everything without fragmentation bookkeeping.
+// iteration, so exact matching reuses everything without fragmentation bookkeeping. Sizes that
+// never come back (decoded images of every size, say) must not pile up, though: the cache holds
+// at most twice the peak of live bytes (at least kMinCached, at most kMaxCached) and, when over,
+// frees the blocks released longest ago. A training step's blocks are re-cached every step, so
+// they stay young and are never the ones evicted.
 constexpr size_t kAlign = 64;
+constexpr size_t kMinCached = size_t(256) << 20;
 constexpr size_t kMaxCached = size_t(8) << 30;
 
+struct Cached {
+    size_t bytes;
+    void* p;
+    std::multimap<size_t, uint64_t>::iterator in_size;
+};
 struct Cache {
     std::mutex mu;
-    std::multimap<size_t, void*> free_blocks;
+    std::multimap<size_t, uint64_t> by_size;  // rounded size -> release stamp
+    std::map<uint64_t, Cached> by_age;        // release stamp -> block, oldest first
+    uint64_t stamp = 0;
     size_t cached = 0, live = 0, peak = 0;
+    size_t limit() const { return std::min(kMaxCached, std::max(kMinCached, 2 * peak)); }
 };
 Cache& cache() {
     static Cache* c = new Cache();  // never destroyed: storages may outlive static destruction
@@ -34,10 +49,12 @@ void* allocate(size_t bytes) {
     Cache& c = cache();
     {
         std::lock_guard<std::mutex> g(c.mu);
-        auto it = c.free_blocks.find(n);
-        if (it != c.free_blocks.end()) {
-            void* p = it->second;
-            c.free_blocks.erase(it);
+        auto it = c.by_size.find(n);
+        if (it != c.by_size.end()) {
+            auto age = c.by_age.find(it->second);
+            void* p = age->second.p;
+            c.by_age.erase(age);
+            c.by_size.erase(it);
             c.cached -= n;
             c.live += n;
             if (c.live > c.peak) c.peak = c.live;
@@ -62,22 +79,33 @@ void release(void* p, size_t bytes) {
     Cache& c = cache();
     std::lock_guard<std::mutex> g(c.mu);
     c.live -= n;
-    if (c.cached + n > kMaxCached) {
+    const size_t limit = c.limit();
+    if (n > limit) {
         std::free(p);
         return;
     }
-    c.free_blocks.emplace(n, p);
+    const uint64_t stamp = ++c.stamp;
+    c.by_age.emplace(stamp, Cached{n, p, c.by_size.emplace(n, stamp)});
     c.cached += n;
+    while (c.cached > limit) {  // never the block just cached: it alone fits
+        auto oldest = c.by_age.begin();
+        std::free(oldest->second.p);
+        c.cached -= oldest->second.bytes;
+        c.by_size.erase(oldest->second.in_size);
+        c.by_age.erase(oldest);
+    }
 }
 
 void empty_cache() {
     Cache& c = cache();
     std::lock_guard<std::mutex> g(c.mu);
-    for (auto& kv : c.free_blocks) std::free(kv.second);
-    c.free_blocks.clear();
+    for (auto& kv : c.by_age) std::free(kv.second.p);
+    c.by_age.clear();
+    c.by_size.clear();
     c.cached = 0;
 }
 
+size_t cache_limit() { std::lock_guard<std::mutex> g(cache().mu); return cache().limit(); }
 size_t cached_bytes() { std::lock_guard<std::mutex> g(cache().mu); return cache().cached; }
 size_t live_bytes() { std::lock_guard<std::mutex> g(cache().mu); return cache().live; }
 size_t peak_live_bytes() { std::lock_guard<std::mutex> g(cache().mu); return cache().peak; }

@@ -22,6 +22,7 @@ void* allocate(size_t bytes);              // 64-byte aligned, never null (throw
 void release(void* p, size_t bytes);       // returns the block to the cache
 void empty_cache();                        // frees every cached block
 size_t cached_bytes();
+size_t cache_limit();                      // cached_bytes() never exceeds it (2x peak live, >= 256 MiB)
 size_t live_bytes();
 size_t peak_live_bytes();
 }  // namespace allocator

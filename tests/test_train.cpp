@@ -189,7 +189,7 @@ TEST_CASE("train: divergence stops with an error naming epoch and step, the chec
 
 TEST_CASE("train: killed with SIGKILL at random moments and resumed, ends bit-identical") {
     std::string common = "train --data " + fixture("train_folder") + " " + kMicro +
-                         "--batch-size 4 --epochs 12 --lr 2e-3 --val-rate 0.25 --drop-path 0.1 --seed 9 --workers 2 "
+                         "--batch-size 4 --epochs 40 --lr 2e-3 --val-rate 0.25 --drop-path 0.1 --seed 9 --workers 2 "
                          "--checkpoint-every 1 --show-predictions 0 ";
     fs::path full = temp_dir("kill_full"), part = temp_dir("kill_part");
     REQUIRE(run(common + "--out " + full.string()).code == 0);
@@ -205,7 +205,7 @@ TEST_CASE("train: killed with SIGKILL at random moments and resumed, ends bit-id
             execl("/bin/sh", "sh", "-c", cmd.c_str(), (char*)nullptr);
             _exit(127);
         }
-        std::this_thread::sleep_for(std::chrono::milliseconds(100 + rng() % 500));
+        std::this_thread::sleep_for(std::chrono::milliseconds(30 + rng() % 300));
         bool killed = kill(pid, SIGKILL) == 0;
         int status = 0;
         waitpid(pid, &status, 0);

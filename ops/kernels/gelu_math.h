@@ -24,7 +24,9 @@ constexpr float kInvSqrt2Pi = 0.39894228040143267794f;
 
 // exp(y): y = k ln2 + r, |r| <= ln2/2, degree-7 Taylor polynomial, 2^k built in the exponent.
 inline float exp_f(float y_in) {
-    const float y = std::min(std::max(y_in, -87.0f), 88.0f);
+    // std::max/min return their first argument when a comparison involves NaN: this order maps
+    // NaN into range, so 2^k below is built from a finite k (a NaN k made the shift undefined).
+    const float y = std::min(88.0f, std::max(-87.0f, y_in));
     const float k = (y * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round to nearest
     float r = y - k * 0.693359375f;
     r = r + k * 2.12194440e-4f;
@@ -40,7 +42,7 @@ inline float exp_f(float y_in) {
     float scale;
     std::memcpy(&scale, &bits, sizeof scale);
     const float e = y_in < -87.0f ? 0.0f : p * scale;
-    return y_in > 88.0f ? std::numeric_limits<float>::infinity() : e;
+    return y_in > 88.0f ? std::numeric_limits<float>::infinity() : (y_in != y_in ? y_in : e);
 }
 
 // erf(z) = z P(z^2) / Q(z^2) on z clamped to [-4, 4] (beyond, erf rounds to +-1 in float): a
