@@ -35,6 +35,7 @@ inline void cpu_relax() {
 }
 
 using Fn = std::function<void(int64_t)>;
+constexpr uint64_t kClosed = 0xFFFFFFFFu;  // a chunk index above any task's size (n < 2^31)
 
 class Pool {
 public:
@@ -69,6 +70,11 @@ public:
             else
                 std::this_thread::yield();
         }
+        // Close the task before the next one stores its function and size: a helper that read
+        // this generation's counter, then the next task's fn_/n_, must not be able to claim
+        // chunk n of this generation and run the next task's function out of turn.
+        next_.store(((uint64_t)gen << 32) | kClosed, std::memory_order_release);
+        std::atomic_thread_fence(std::memory_order_seq_cst);  // the close precedes the next stores
         std::exception_ptr error;
         {
             std::lock_guard<std::mutex> lk(mu_);
@@ -84,8 +90,10 @@ private:
         for (;;) {
             uint64_t v = next_.load(std::memory_order_acquire);
             if ((uint32_t)(v >> 32) != gen) return;
-            const Fn* fn = fn_.load(std::memory_order_relaxed);
-            const int64_t n = n_.load(std::memory_order_relaxed);
+            // Acquire: a helper that sees the next task's fn_/n_ (stored after the close) must also
+            // see the close, so its claim below fails instead of taking a chunk out of turn.
+            const Fn* fn = fn_.load(std::memory_order_acquire);
+            const int64_t n = n_.load(std::memory_order_acquire);
             const int64_t i = (int64_t)(uint32_t)v;
             if (i >= n) return;
             if (!next_.compare_exchange_weak(v, v + 1, std::memory_order_acq_rel)) continue;
