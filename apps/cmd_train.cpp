@@ -8,10 +8,12 @@
 // step), validation is sharded and its counts summed. Rank 0 alone prints and writes files.
 #include <array>
 #include <cmath>
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -73,6 +75,14 @@ std::string join_states(const std::vector<std::string>& parts) {
     return s;
 }
 // The saved state of `rank`, or, for a run saved with fewer ranks, a stream derived from rank 0's.
+// A metrics line that cannot be written (disk full) stops the run rather than silently leaving
+// gaps in metrics.jsonl; --resume trims the file back to the checkpoint and rewrites the rest.
+void flush_or_fail(std::ofstream& metrics, const std::string& path, const std::string& out) {
+    metrics.flush();
+    CNX_CHECK(metrics.good(), "cannot write ", path, ": ", std::strerror(errno), "; the last checkpoint in ", out,
+              " is intact (free some space and continue with --resume)");
+}
+
 std::string state_for_rank(const std::string& saved, int rank) {
     auto parts = split_states(saved);
     if (rank < (int)parts.size()) return parts[rank];
@@ -278,6 +288,16 @@ std::function<int()> setup(CLI::App& root) {
         }
 
         if (root) {
+            // A full disk found here costs nothing; found at the first save it costs an epoch.
+            app::RunFiles files;
+            uint64_t state_bytes = 0, tensors = 0;
+            for (auto& [n, t] : model->state_dict()) state_bytes += t.nbytes(), ++tensors;
+            const uint64_t header = 65536 + 256 * tensors;  // names, offsets, run state, history
+            files.weights = state_bytes + header;
+            files.ema_weights = ema ? state_bytes + header : 0;
+            files.checkpoint = state_bytes + 2 * (uint64_t)trainable * sizeof(float) +  // AdamW moments
+                               (ema ? state_bytes : 0) + 4 * header;
+            app::ensure_free_space(opt.out, files);
             std::printf("%s: %.2fM parameters (%.2fM trainable), %lld classes, input %lldx%lldx%lld\n",
                         opt.model.name.c_str(), total / 1e6, trainable / 1e6, (long long)num_classes,
                         (long long)ds.image_size, (long long)ds.image_size, (long long)ds.in_chans);
@@ -409,7 +429,7 @@ std::function<int()> setup(CLI::App& root) {
                                     {"lr", last_lr}, {"grad_norm", gnorm}}
                                        .dump()
                                 << "\n";
-                    if (root) metrics.flush();
+                    if (root) flush_or_fail(metrics, metrics_path, opt.out);
                     pending_loss = 0, pending_n = 0;
                     ++st.global_step, ++st.step_in_epoch;
                     if (opt.checkpoint_every > 0 && st.global_step % opt.checkpoint_every == 0 &&
@@ -468,13 +488,27 @@ std::function<int()> setup(CLI::App& root) {
                                {"in_chans", std::to_string(ds.in_chans)}, {"image_size", std::to_string(ds.image_size)},
                                {"epoch", std::to_string(epoch + 1)}, {"mean", json(ds.mean).dump()},
                                {"std", json(ds.std).dump()}, {"classes", json(ds.classes).dump()}};
+            // A failed write (disk full) ends the run; the checkpoint written last is whole.
+            auto or_fail = [&](const std::function<void()>& write) {
+                try {
+                    write();
+                } catch (const Error& e) {
+                    fail(e.what(), "; the last checkpoint in ", opt.out,
+                         " is intact (free some space and continue with --resume)");
+                }
+            };
             if (score > st.best_acc) {
                 st.best_acc = score;
                 if (root)
-                    io::save_safetensors((fs::path(opt.out) / "best.safetensors").string(), model->state_dict(), wmeta);
+                    or_fail([&] {
+                        io::save_safetensors((fs::path(opt.out) / "best.safetensors").string(), model->state_dict(),
+                                             wmeta);
+                    });
             }
             if (ema && root)
-                io::save_safetensors((fs::path(opt.out) / "ema.safetensors").string(), ema->shadow(), wmeta);
+                or_fail([&] {
+                    io::save_safetensors((fs::path(opt.out) / "ema.safetensors").string(), ema->shadow(), wmeta);
+                });
             // The epoch boundary: the next epoch starts fresh.
             st.epoch += 1;
             st.batch_in_epoch = 0, st.step_in_epoch = 0, st.seen = 0, st.correct = 0, st.loss_sum = 0;
@@ -482,9 +516,9 @@ std::function<int()> setup(CLI::App& root) {
             save_checkpoint();
             st.epoch -= 1;  // the for loop increments it
             if (root) {
-                app::write_curves((fs::path(opt.out) / "curves.png").string(), st.history);
+                or_fail([&] { app::write_curves((fs::path(opt.out) / "curves.png").string(), st.history); });
                 metrics << rec.to_json(epoch).dump() << "\n";
-                metrics.flush();
+                flush_or_fail(metrics, metrics_path, opt.out);
             }
         }
 

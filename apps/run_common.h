@@ -89,6 +89,17 @@ std::string format_duration(double seconds);
 std::string now_stamp();  // 2026-11-28_23-41-05
 void ensure_writable_dir(const std::string& dir);  // creates it; errors when it cannot be written
 
+// The files a training run keeps in its output folder, by size, for the free-space check.
+struct RunFiles {
+    uint64_t checkpoint = 0;  // weights, optimiser moments, EMA, run state
+    uint64_t weights = 0;     // best.safetensors (and ema.safetensors when there is one)
+    uint64_t ema_weights = 0;
+};
+// Errors before training when `dir`'s filesystem cannot hold the run's files: the checkpoint
+// twice (a new one is written beside the previous one, then renamed over it), the weights files,
+// plus 1 MB for metrics and curves; files of those names already in `dir` count as space.
+void ensure_free_space(const std::string& dir, const RunFiles& files);
+
 }  // namespace cnx::app
 
 namespace cnx::app {

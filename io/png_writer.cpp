@@ -2,7 +2,9 @@
 
 #include <zlib.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 
 #include "core/error.h"
 
@@ -67,8 +69,9 @@ void write_png(const std::string& path, const uint8_t* pixels, int width, int he
     bool ok = n == png.size() && std::fflush(f) == 0;
     ok = (std::fclose(f) == 0) && ok;
     if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
+        const std::string why = std::strerror(errno);
         std::remove(tmp.c_str());
-        fail("write_png: cannot write '", path, "' (disk full or not writable?)");
+        fail("write_png: cannot write '", path, "': ", why);
     }
 }
 
