@@ -25,9 +25,9 @@ struct RunResult {
     std::string output;  // stdout and stderr together
 };
 
-// Runs `convnext ARGS` (a shell command line, so ARGS may redirect) and waits for it.
-inline RunResult run(const std::string& args) {
-    std::string cmd = std::string(CONVNEXT_CLI) + " " + args + " 2>&1";
+// Runs a shell command line and waits for it.
+inline RunResult shell(const std::string& command) {
+    std::string cmd = command + " 2>&1";
     FILE* p = popen(cmd.c_str(), "r");
     REQUIRE(p);
     std::string out;
@@ -37,6 +37,9 @@ inline RunResult run(const std::string& args) {
     int status = pclose(p);
     return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
 }
+
+// Runs `convnext ARGS` (a shell command line, so ARGS may redirect) and waits for it.
+inline RunResult run(const std::string& args) { return shell(std::string(CONVNEXT_CLI) + " " + args); }
 
 // Starts `convnext ARGS` with its output going to `log`; returns its pid (reap with finish()).
 inline pid_t start(const std::string& args, const fs::path& log) {

@@ -17,6 +17,7 @@
 #include <set>
 #include <sstream>
 
+#include "cli_util.h"
 #include "data/loader.h"
 #include "dist/dist.h"
 #include "io/safetensors.h"
@@ -24,24 +25,9 @@
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 using namespace cnx;
+using namespace cli_test;
 
 namespace {
-
-struct RunResult {
-    int code;
-    std::string output;
-};
-
-RunResult shell(const std::string& cmd) {
-    FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-    REQUIRE(p);
-    std::string out;
-    char buf[4096];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-    int status = pclose(p);
-    return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
 
 // The mpirun prefix, or "" (with a warning) when this machine cannot run the MPI tests.
 std::string mpirun(int ranks) {
@@ -60,25 +46,7 @@ std::string mpirun(int ranks) {
            (geteuid() == 0 ? " --allow-run-as-root" : "") + " ";
 }
 
-RunResult cli(const std::string& args) { return shell(std::string(CONVNEXT_CLI) + " " + args); }
-
-std::string fixture(const std::string& name) { return std::string(CONVNEXT_SOURCE_DIR) + "/tests/fixtures/" + name; }
-
-fs::path temp_dir(const std::string& name) {
-    fs::path d = fs::temp_directory_path() / ("convnext_test_dist_" + name + "_" + std::to_string(getpid()));
-    fs::remove_all(d);
-    fs::create_directories(d);
-    return d;
-}
-
-std::vector<json> read_jsonl(const fs::path& p) {
-    std::ifstream f(p);
-    std::vector<json> out;
-    std::string line;
-    while (std::getline(f, line))
-        if (!line.empty()) out.push_back(json::parse(line));
-    return out;
-}
+RunResult cli(const std::string& args) { return run(args); }
 
 std::vector<json> step_records(const fs::path& out) {
     std::vector<json> r;
@@ -86,8 +54,6 @@ std::vector<json> step_records(const fs::path& out) {
         if (rec.contains("step")) r.push_back(rec);
     return r;
 }
-
-const std::string kMicro = "--model convnext_atto --depths 1,1,1,1 --dims 8,16,32,64 --image-size 32 --crop-pct 1 ";
 
 // Samples whose label is their index; `bad` indices throw BadImageError.
 struct IndexDataset : data::Dataset {

@@ -16,54 +16,14 @@
 #include <random>
 #include <thread>
 
+#include "cli_util.h"
 #include "io/safetensors.h"
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
+using namespace cli_test;
 
 namespace {
-
-struct RunResult {
-    int code;
-    std::string output;
-};
-
-RunResult run(const std::string& args) {
-    std::string cmd = std::string(CONVNEXT_CLI) + " " + args + " 2>&1";
-    FILE* p = popen(cmd.c_str(), "r");
-    REQUIRE(p);
-    std::string out;
-    char buf[4096];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-    int status = pclose(p);
-    return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
-
-std::string fixture(const std::string& name) { return std::string(CONVNEXT_SOURCE_DIR) + "/tests/fixtures/" + name; }
-
-fs::path temp_dir(const std::string& name) {
-    fs::path d = fs::temp_directory_path() / ("convnext_test_train_" + name + "_" + std::to_string(getpid()));
-    fs::remove_all(d);
-    fs::create_directories(d);
-    return d;
-}
-
-std::vector<json> read_jsonl(const fs::path& p) {
-    std::ifstream f(p);
-    std::vector<json> out;
-    std::string line;
-    while (std::getline(f, line))
-        if (!line.empty()) out.push_back(json::parse(line));
-    return out;
-}
-
-const std::string kMicro = "--model convnext_atto --depths 1,1,1,1 --dims 8,16,32,64 --image-size 32 --crop-pct 1 ";
-
-std::string read_bytes(const fs::path& p) {
-    std::ifstream f(p, std::ios::binary);
-    return std::string(std::istreambuf_iterator<char>(f), {});
-}
 
 // Every tensor of two checkpoints (weights, optimiser moments, EMA) bit for bit.
 void require_same_checkpoint_tensors(const fs::path& x, const fs::path& y) {
@@ -197,14 +157,7 @@ TEST_CASE("train: killed with SIGKILL at random moments and resumed, ends bit-id
     int kills = 0;
     for (int attempt = 0; attempt < 40 && kills < 4; ++attempt) {
         bool resume = fs::exists(part / "checkpoint.safetensors");
-        std::string cmd = "exec " + std::string(CONVNEXT_CLI) + " " + common + "--out " + part.string() +
-                          (resume ? " --resume" : "") + " > " + (part / "log.txt").string() + " 2>&1";
-        pid_t pid = fork();
-        REQUIRE(pid >= 0);
-        if (pid == 0) {
-            execl("/bin/sh", "sh", "-c", cmd.c_str(), (char*)nullptr);
-            _exit(127);
-        }
+        pid_t pid = start(common + "--out " + part.string() + (resume ? " --resume" : ""), part / "log.txt");
         std::this_thread::sleep_for(std::chrono::milliseconds(30 + rng() % 300));
         bool killed = kill(pid, SIGKILL) == 0;
         int status = 0;
