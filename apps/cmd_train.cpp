@@ -83,6 +83,21 @@ void flush_or_fail(std::ofstream& metrics, const std::string& path, const std::s
               " is intact (free some space and continue with --resume)");
 }
 
+// "28.59M", or the exact count below 100k (a frozen backbone's head: "3,845", not "0.00M").
+std::string param_count(int64_t n) {
+    char buf[32];
+    if (n >= 100000) {
+        std::snprintf(buf, sizeof buf, "%.2fM", n / 1e6);
+        return buf;
+    }
+    std::string digits = std::to_string(n), out;
+    for (size_t i = 0; i < digits.size(); ++i) {
+        if (i > 0 && (digits.size() - i) % 3 == 0) out += ',';
+        out += digits[i];
+    }
+    return out;
+}
+
 std::string state_for_rank(const std::string& saved, int rank) {
     auto parts = split_states(saved);
     if (rank < (int)parts.size()) return parts[rank];
@@ -298,8 +313,9 @@ std::function<int()> setup(CLI::App& root) {
             files.checkpoint = state_bytes + 2 * (uint64_t)trainable * sizeof(float) +  // AdamW moments
                                (ema ? state_bytes : 0) + 4 * header;
             app::ensure_free_space(opt.out, files);
-            std::printf("%s: %.2fM parameters (%.2fM trainable), %lld classes, input %lldx%lldx%lld\n",
-                        opt.model.name.c_str(), total / 1e6, trainable / 1e6, (long long)num_classes,
+            std::printf("%s: %s parameters (%s trainable), %lld classes, input %lldx%lldx%lld\n",
+                        opt.model.name.c_str(), param_count(total).c_str(), param_count(trainable).c_str(),
+                        (long long)num_classes,
                         (long long)ds.image_size, (long long)ds.image_size, (long long)ds.in_chans);
             if (distributed)
                 std::printf("data-parallel: %d ranks x %d thread(s), batch %lld per rank = global batch %lld (the lr "

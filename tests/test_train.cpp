@@ -114,6 +114,34 @@ TEST_CASE("train: --resume continues bit-identically to an uninterrupted run") {
     require_same_checkpoint_tensors(full / "checkpoint.safetensors", part / "checkpoint.safetensors");
 }
 
+TEST_CASE("train: --freeze-layers from --weights trains the head only, as the classic script") {
+    std::string common = "train --data " + fixture("train_folder") + " " + kMicro +
+                         "--batch-size 4 --lr 2e-3 --warmup-epochs 0 --val-rate 0.25 --seed 4 --epochs 1 ";
+    fs::path base = temp_dir("freeze_base"), tuned = temp_dir("freeze_tuned");
+    REQUIRE(run(common + "--out " + base.string()).code == 0);
+    auto r = run(common + "--weights " + (base / "best.safetensors").string() + " --freeze-layers --out " +
+                 tuned.string());
+    INFO(r.output);
+    REQUIRE(r.code == 0);
+    CHECK(r.output.find("(195 trainable)") != std::string::npos);  // head: 64 x 3 + 3
+    auto start = cnx::io::load_safetensors((base / "best.safetensors").string());
+    auto end = cnx::io::load_safetensors((tuned / "checkpoint.safetensors").string());
+    int heads_changed = 0;
+    for (auto& [name, t] : start.tensors) {
+        INFO(name);
+        const cnx::Tensor* after = nullptr;
+        for (auto& [n2, t2] : end.tensors)
+            if (n2 == "model." + name) after = &t2;
+        REQUIRE(after != nullptr);
+        const bool same = std::memcmp(t.raw_data(), after->raw_data(), t.nbytes()) == 0;
+        if (name.rfind("head.", 0) == 0)
+            heads_changed += !same;
+        else
+            CHECK(same);
+    }
+    CHECK(heads_changed == 2);
+}
+
 TEST_CASE("train: a corrupt image is a named error, or skipped with --skip-bad-images") {
     fs::path data = temp_dir("bad_data");
     fs::copy(fixture("train_folder"), data, fs::copy_options::recursive);
