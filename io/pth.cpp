@@ -225,9 +225,20 @@ PthContents read_pth_buffer(const uint8_t* data, size_t size, const PthOptions& 
     }
 
     ZipData pkl = zip.read(pkls[0]);
-    pickle::Unpickler up(pkl.data, pkl.size, what + ":" + pkls[0], opt.limits);
+    // Entries we do not read (an argparse.Namespace of training options, numpy scalars) may
+    // name any global: they become inert names. Only the state_dict we read must be tensors.
+    pickle::Limits limits = opt.limits;
+    limits.keep_unknown_globals = true;
+    pickle::Unpickler up(pkl.data, pkl.size, what + ":" + pkls[0], limits);
     uint32_t root = up.load();
+    auto refuse_unknown = [&](const Object& o, const std::string& where) {
+        if (o.kind == Kind::Opaque || (o.kind == Kind::Global && o.global == pickle::GlobalId::Unknown))
+            fail("pth: '", what, "': ", where, ": ", pickle::refusing_global(o.s),
+                 "; nothing was called. A pickled object (e.g. a whole module from torch.save(model)) cannot be "
+                 "read: save its state_dict() instead");
+    };
     const Object& top = up.obj(root);
+    refuse_unknown(top, "the top level");
     CNX_CHECK(top.kind == Kind::Dict, "pth: '", what, "' holds ", pickle::a_kind(top.kind),
               " at the top level, expected a state_dict or a dict holding one");
     for (size_t i = 0; i < top.items.size(); i += 2) {
@@ -239,6 +250,7 @@ PthContents read_pth_buffer(const uint8_t* data, size_t size, const PthOptions& 
     if (!opt.key.empty()) {
         int64_t v = up.dict_get(root, opt.key);
         CNX_CHECK(v >= 0, "pth: '", what, "' has no top-level entry '", opt.key, "' (it has: ", join(out.top_keys), ")");
+        refuse_unknown(up.obj((uint32_t)v), "entry '" + opt.key + "'");
         CNX_CHECK(up.obj((uint32_t)v).kind == Kind::Dict, "pth: '", what, "': entry '", opt.key, "' is ",
                   pickle::a_kind(up.obj((uint32_t)v).kind), ", not a state_dict");
         sd = (uint32_t)v;
@@ -246,6 +258,7 @@ PthContents read_pth_buffer(const uint8_t* data, size_t size, const PthOptions& 
     } else {
         for (const char* k : {"model", "state_dict", "model_ema"}) {
             int64_t v = up.dict_get(root, k);
+            if (v >= 0) refuse_unknown(up.obj((uint32_t)v), std::string("entry '") + k + "'");
             if (v >= 0 && up.obj((uint32_t)v).kind == Kind::Dict) {
                 sd = (uint32_t)v;
                 out.key = k;
@@ -262,6 +275,7 @@ PthContents read_pth_buffer(const uint8_t* data, size_t size, const PthOptions& 
         const Object& v = up.obj(dict.items[i + 1]);
         CNX_CHECK(k.kind == Kind::Str, "pth: '", what, "': state_dict key #", i / 2, " is ", pickle::a_kind(k.kind),
                   ", not a str");
+        refuse_unknown(v, "entry '" + k.s + "'" + (out.key.empty() ? "" : " under '" + out.key + "'"));
         CNX_CHECK(v.kind == Kind::Tensor, "pth: '", what, "': entry '", k.s, "'", out.key.empty() ? "" : " under '",
                   out.key, out.key.empty() ? "" : "'", " is ", pickle::a_kind(v.kind), ", not a tensor");
         Tensor t = mat.tensor(k.s, v);

@@ -23,13 +23,13 @@ const char* elem_name(ElemType t) {
 
 const char* kind_name(Kind k) {
     static const char* names[] = {"None", "bool", "int",    "float",   "str",    "bytes",
-                                  "tuple", "list", "dict", "global", "storage", "tensor"};
+                                  "tuple", "list", "dict", "global", "storage", "tensor", "object"};
     return names[(int)k];
 }
 
 std::string a_kind(Kind k) {
     std::string n = kind_name(k);
-    return (k == Kind::Int ? "an " : k == Kind::None ? "" : "a ") + n;
+    return (k == Kind::Int || k == Kind::Opaque ? "an " : k == Kind::None ? "" : "a ") + n;
 }
 
 namespace {
@@ -69,6 +69,15 @@ std::string printable(const std::string& s) {
     }
     return s.size() > 200 ? out + "..." : out;
 }
+
+}  // namespace
+
+std::string refusing_global(const std::string& name) {
+    return "refusing global '" + printable(name) +
+           "' (a checkpoint may only name OrderedDict, torch tensor rebuilders and torch storage types)";
+}
+
+namespace {
 
 // Opcodes (pickle protocols 0-5); only those run below are accepted.
 enum Op : uint8_t {
@@ -178,8 +187,14 @@ uint32_t Unpickler::make_global(const std::string& module, const std::string& na
             return make(std::move(o));
         }
     }
-    error("refusing global '" + printable(full) +
-          "' (a checkpoint may only name OrderedDict, torch tensor rebuilders and torch storage types)");
+    if (lim_.keep_unknown_globals) {
+        Object o;
+        o.kind = Kind::Global;
+        o.s = printable(full);
+        o.global = GlobalId::Unknown;
+        return make(std::move(o));
+    }
+    error(refusing_global(full));
 }
 
 // torch.save writes each storage as the persistent id ('storage', StorageClass, key, location,
@@ -213,6 +228,12 @@ uint32_t Unpickler::persistent_load(uint32_t pid) {
 // Interprets a call of an allowed global; see the header for why nothing is executed.
 uint32_t Unpickler::call(uint32_t callable, uint32_t args_id, bool newobj) {
     const Object& fn = objects_[callable];
+    if (fn.kind == Kind::Opaque || (fn.kind == Kind::Global && fn.global == GlobalId::Unknown)) {
+        Object o;  // an inert stand-in: the arguments are dropped, nothing is called
+        o.kind = Kind::Opaque;
+        o.s = fn.s;
+        return make(std::move(o));
+    }
     if (fn.kind != Kind::Global) error(std::string(newobj ? "NEWOBJ" : "REDUCE") + " on " + a_kind(fn.kind));
     const Object& args = objects_[args_id];
     if (args.kind != Kind::Tuple) error(std::string("arguments of ") + fn.s + " are " + a_kind(args.kind) + ", not a tuple");
@@ -276,7 +297,8 @@ uint32_t Unpickler::call(uint32_t callable, uint32_t args_id, bool newobj) {
                 error(fname + ": argument 0 is " + a_kind(objects_[a[0]].kind) + ", not a tensor");
             return a[0];
         }
-        case GlobalId::StorageClass: break;
+        case GlobalId::StorageClass:
+        case GlobalId::Unknown: break;
     }
     error("calling " + fname + " is not supported");
 }
@@ -446,12 +468,13 @@ uint32_t Unpickler::load() {
                 // OrderedDict.__reduce__ passes the instance __dict__ (torch's _metadata) as the
                 // state; it carries no weights, so it is dropped.
                 const Object& target = objects_[top()];
-                if (target.kind != Kind::Dict) error(std::string("BUILD on ") + a_kind(target.kind) + " is not supported");
+                if (target.kind != Kind::Dict && target.kind != Kind::Opaque) error(std::string("BUILD on ") + a_kind(target.kind) + " is not supported");
                 break;
             }
             case APPEND: {
                 uint32_t v = pop();
                 uint32_t list = top();
+                if (objects_[list].kind == Kind::Opaque) break;  // its contents are not kept
                 if (objects_[list].kind != Kind::List) error(std::string("APPEND to ") + a_kind(objects_[list].kind));
                 add_child(list, v);
                 break;
@@ -460,14 +483,17 @@ uint32_t Unpickler::load() {
                 size_t m = pop_mark();
                 if (m == 0 || (!marks_.empty() && m <= marks_.back())) error("APPENDS without a list below the MARK");
                 uint32_t list = stack_[m - 1];
-                if (objects_[list].kind != Kind::List) error(std::string("APPENDS to ") + a_kind(objects_[list].kind));
-                for (size_t i = m; i < stack_.size(); ++i) add_child(list, stack_[i]);
+                const bool opaque = objects_[list].kind == Kind::Opaque;
+                if (!opaque && objects_[list].kind != Kind::List) error(std::string("APPENDS to ") + a_kind(objects_[list].kind));
+                if (!opaque)
+                    for (size_t i = m; i < stack_.size(); ++i) add_child(list, stack_[i]);
                 stack_.resize(m);
                 break;
             }
             case SETITEM: {
                 uint32_t v = pop(), k = pop();
                 uint32_t dict = top();
+                if (objects_[dict].kind == Kind::Opaque) break;
                 if (objects_[dict].kind != Kind::Dict) error(std::string("SETITEM on ") + a_kind(objects_[dict].kind));
                 add_child(dict, k);
                 add_child(dict, v);
@@ -478,8 +504,10 @@ uint32_t Unpickler::load() {
                 if (m == 0 || (!marks_.empty() && m <= marks_.back())) error("SETITEMS without a dict below the MARK");
                 if ((stack_.size() - m) % 2) error("SETITEMS with an odd number of items");
                 uint32_t dict = stack_[m - 1];
-                if (objects_[dict].kind != Kind::Dict) error(std::string("SETITEMS on ") + a_kind(objects_[dict].kind));
-                for (size_t i = m; i < stack_.size(); ++i) add_child(dict, stack_[i]);
+                const bool opaque = objects_[dict].kind == Kind::Opaque;
+                if (!opaque && objects_[dict].kind != Kind::Dict) error(std::string("SETITEMS on ") + a_kind(objects_[dict].kind));
+                if (!opaque)
+                    for (size_t i = m; i < stack_.size(); ++i) add_child(dict, stack_[i]);
                 stack_.resize(m);
                 break;
             }

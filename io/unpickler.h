@@ -6,7 +6,7 @@
 // machine only knows a fixed list of globals (OrderedDict, the two torch tensor rebuilders and
 // the typed storage classes) and *interprets* them: an OrderedDict call makes a dict object, a
 // _rebuild_tensor_v2 call records a tensor description. Any other global is refused when it is
-// named; nothing is ever executed.
+// named, or kept as an inert name (Limits::keep_unknown_globals); nothing is ever executed.
 //
 // Objects live in an arena owned by the Unpickler and refer to each other by index, so hostile
 // input that builds cycles (a list appended to itself through the memo) cannot leak memory or
@@ -24,17 +24,21 @@ enum class ElemType : uint8_t { F32, F64, F16, BF16, I64, I32, I16, I8, U8, Bool
 size_t elem_size(ElemType t);
 const char* elem_name(ElemType t);  // "float32", "float16", ...
 
-enum class Kind : uint8_t { None, Bool, Int, Float, Str, Bytes, Tuple, List, Dict, Global, Storage, Tensor };
+// Opaque: what a call of a global outside the allowed list stands for when
+// Limits::keep_unknown_globals is set; the call is never made (see the class comment).
+enum class Kind : uint8_t { None, Bool, Int, Float, Str, Bytes, Tuple, List, Dict, Global, Storage, Tensor, Opaque };
 const char* kind_name(Kind k);
 std::string a_kind(Kind k);  // "an int", "a dict", for messages
+// The error for a global outside the allowed list: "refusing global 'posix.system' (...)".
+std::string refusing_global(const std::string& name);
 
-enum class GlobalId : uint8_t { OrderedDict, RebuildTensorV2, RebuildParameter, StorageClass };
+enum class GlobalId : uint8_t { OrderedDict, RebuildTensorV2, RebuildParameter, StorageClass, Unknown };
 
 struct Object {
     Kind kind = Kind::None;
     int64_t i = 0;                // Bool, Int; Storage: numel; Tensor: storage offset (elements)
     double f = 0;                 // Float
-    std::string s;                // Str, Bytes; Global: "module.name"; Storage: key
+    std::string s;                // Str, Bytes; Global, Opaque: "module.name"; Storage: key
     std::vector<uint32_t> items;  // Tuple, List; Dict: key0, value0, key1, ...; Tensor: {storage}
     std::vector<int64_t> sizes, strides;  // Tensor
     GlobalId global = GlobalId::OrderedDict;
@@ -49,6 +53,12 @@ struct Limits {
     size_t max_objects = 1u << 22;
     size_t max_memo = 1u << 22;
     uint32_t max_dims = 64;        // of a tensor
+    // Off: naming any other global is an error at once. On: it becomes a Global of GlobalId::
+    // Unknown, and calling, building or filling it makes an Opaque object that remembers only the
+    // name (arguments and state are dropped). A whole training checkpoint can then be read for
+    // its state_dict although other entries hold arbitrary objects (argparse.Namespace, numpy
+    // scalars); the reader refuses an Opaque wherever it needs a value.
+    bool keep_unknown_globals = false;
 };
 
 class Unpickler {

@@ -160,6 +160,22 @@ TEST_CASE("pth: a training checkpoint picks 'model', or 'model_ema' on request",
                Catch::Contains("entry 'state' under 'optimizer' is a dict, not a tensor"));
 }
 
+TEST_CASE("pth: a script's checkpoint with argparse options and numpy values loads its model", "[pth]") {
+    // Beside "model": args (argparse.Namespace), max_accuracy (numpy.float64), steps (a numpy
+    // array). Their globals are kept as inert names, never called, and not read.
+    PthContents c = read_pth(fixture("checkpoint_args.pth"));
+    CHECK(c.key == "model");
+    CHECK(c.top_keys ==
+          std::vector<std::string>{"model", "optimizer", "epoch", "args", "max_accuracy", "steps", "scaler"});
+    require_same(c.tensors, expected("model"));
+    CHECK_THAT(error_of([] { load_pth(fixture("checkpoint_args.pth"), "args"); }),
+               Catch::Contains("entry 'args': refusing global 'argparse.Namespace'"));
+    // A whole pickled module is an object of a class we would have to run.
+    CHECK_THAT(error_of([] { load_pth(fixture("bad_whole_module.pth")); }),
+               Catch::Contains("the top level: refusing global 'torch.nn.modules.linear.Linear'") &&
+                   Catch::Contains("save its state_dict() instead"));
+}
+
 TEST_CASE("pth: a pickled nn.Parameter rebuilds to its data", "[pth]") {
     require_same(load_pth(fixture("parameter.pth")), expected("parameter"));
 }
@@ -268,6 +284,18 @@ TEST_CASE("pth: unpickler opcodes and limits", "[pth][pickle]") {
     CHECK_THAT(error_of([&] { run("\x80\x02" + std::string(200, 'N') + ".", small); }),
                Catch::Contains("stack deeper than 100"));
     CHECK_THAT(error_of([&] { run("\x80\x02" "}K\x01" "a."); }), Catch::Contains("APPEND to a dict"));
+
+    // keep_unknown_globals: the call becomes an inert Opaque named after the global; its
+    // arguments, BUILD state and appended items are dropped, and nothing is called.
+    using namespace std::string_literals;
+    Limits keep;
+    keep.keep_unknown_globals = true;
+    auto [up3, root3] = run("\x80\x02" "cposix\nsystem\nX\x02\x00\x00\x00" "ls\x85R}bK\x01" "a."s, keep);
+    CHECK(up3->obj(root3).kind == Kind::Opaque);
+    CHECK(up3->obj(root3).s == "posix.system");
+    CHECK(up3->obj(root3).items.empty());
+    CHECK_THAT(error_of([&] { run("\x80\x02" "cposix\nsystem\nX\x02\x00\x00\x00" "ls\x85R."s, {}); }),
+               Catch::Contains("refusing global 'posix.system'"));
 }
 
 TEST_CASE("pth: zip reader checks every offset", "[pth][zip]") {

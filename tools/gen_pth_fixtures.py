@@ -148,6 +148,22 @@ def state_dict(seed):
     ])
 
 
+def script_checkpoint_fixtures(sd, opt):
+    """A checkpoint as training scripts write it: the options as an argparse.Namespace and numpy
+    scalars and arrays beside the model. The reader must take "model" and never touch the rest.
+    And a whole module pickled by torch.save(model), which cannot be read without running code."""
+    import argparse
+    import numpy
+    torch.save({"model": sd, "optimizer": opt.state_dict(), "epoch": 7,
+                "args": argparse.Namespace(model="convnext_tiny", lr=4e-3, drop_path=0.1),
+                "max_accuracy": numpy.float64(0.8125), "steps": numpy.arange(3),
+                "scaler": {"scale": 65536.0}}, path("checkpoint_args.pth"))
+    torch.save(torch.nn.Linear(2, 2), path("bad_whole_module.pth"))
+    for name in ("checkpoint_args.pth", "bad_whole_module.pth"):
+        data = open(path(name), "rb").read()
+        open(os.path.join(CORPUS, "fuzz_pth", name[:-4]), "wb").write(data)
+
+
 def good_fixtures():
     sd = state_dict(0)
     ema = state_dict(1)
@@ -216,6 +232,7 @@ def good_fixtures():
     torch.save({"model": sd, "model_ema": ema, "optimizer": opt.state_dict(), "epoch": 7, "best": 0.875,
                 "name": "run-1", "note": None}, path("checkpoint.pth"))
     torch.save({"model_ema": ema, "epoch": 3}, path("ema_only.pth"))
+    script_checkpoint_fixtures(sd, opt)
 
     # Same archive, other containers: the "archive/" prefix of older PyTorch, deflate, ZIP64 fields.
     rezip(path("model.pth"), path("archive_prefix.pth"), rename=lambda n: "archive" + n[n.index("/"):])
