@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fuzzes every parser of untrusted files with libFuzzer under AddressSanitizer +
-# UndefinedBehaviorSanitizer (leak checking on).
+# UndefinedBehaviorSanitizer (leak checking on unless CONVNEXT_DETECT_LEAKS=0).
 #
 #   scripts/fuzz.sh [seconds-per-harness] [harness ...]   (default: 60 s, all harnesses)
 #   FUZZ_RUNS=1000000 scripts/fuzz.sh 3600 fuzz_image     (stop after that many executions)
@@ -53,7 +53,7 @@ run_one() {
   [ -n "$dict" ] && args+=(-dict="$dict")
   mkdir -p "$OUT/corpus/$h" "$OUT/artifacts/$h"
   local start=$SECONDS
-  if ASAN_OPTIONS=detect_leaks=1 "$OUT/bin/$h" "${args[@]}" \
+  if ASAN_OPTIONS=detect_leaks=${CONVNEXT_DETECT_LEAKS:-1} "$OUT/bin/$h" "${args[@]}" \
        "$OUT/corpus/$h" "tests/fuzz/corpus/$h" > "$log" 2>&1; then
     local runs cov
     runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo '?')

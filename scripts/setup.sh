@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages convnext.cpp builds, tests and runs with. Idempotent: skips
-# apt entirely when everything is already there.
+# apt entirely when everything is already there. clang, its runtime (libFuzzer, sanitizers) and
+# LLVM's OpenMP are only for the fuzz smoke run of the test command (scripts/fuzz.sh).
 set -euo pipefail
 PACKAGES=(build-essential cmake pkg-config git
   libopenblas-dev catch2 libstb-dev zlib1g-dev nlohmann-json3-dev libcli11-dev libzip-dev
-  libbenchmark-dev dataset-fashion-mnist libopenmpi-dev openmpi-bin)
+  libbenchmark-dev dataset-fashion-mnist libopenmpi-dev openmpi-bin
+  clang libclang-rt-14-dev libomp-dev)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
