@@ -25,9 +25,10 @@ struct RunResult {
     std::string output;  // stdout and stderr together
 };
 
-// Runs a shell command line and waits for it.
-inline RunResult shell(const std::string& command) {
-    std::string cmd = command + " 2>&1";
+// Runs a shell command line and waits for it; its output is stdout, with stderr unless
+// `with_stderr` is false (then stderr passes through to the test's own).
+inline RunResult shell(const std::string& command, bool with_stderr = true) {
+    std::string cmd = with_stderr ? command + " 2>&1" : command;
     FILE* p = popen(cmd.c_str(), "r");
     REQUIRE(p);
     std::string out;
@@ -39,7 +40,9 @@ inline RunResult shell(const std::string& command) {
 }
 
 // Runs `convnext ARGS` (a shell command line, so ARGS may redirect) and waits for it.
-inline RunResult run(const std::string& args) { return shell(std::string(CONVNEXT_CLI) + " " + args); }
+inline RunResult run(const std::string& args, bool with_stderr = true) {
+    return shell(std::string(CONVNEXT_CLI) + " " + args, with_stderr);
+}
 
 // Starts `convnext ARGS` with its output going to `log`; returns its pid (reap with finish()).
 inline pid_t start(const std::string& args, const fs::path& log) {

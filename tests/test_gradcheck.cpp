@@ -3,8 +3,8 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 #include <set>
-#include <sys/wait.h>
 
+#include "cli_util.h"
 #include "ops/gradcheck_cases.h"
 
 TEST_CASE("every op in the gradcheck catalogue passes in float64 and agrees in float32") {
@@ -18,16 +18,9 @@ TEST_CASE("every op in the gradcheck catalogue passes in float64 and agrees in f
 }
 
 TEST_CASE("convnext gradcheck --json covers the required ops and exits 0") {
-    FILE* p = popen((std::string(CONVNEXT_CLI) + " gradcheck --json").c_str(), "r");
-    REQUIRE(p);
-    std::string out;
-    char buf[4096];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-    int status = pclose(p);
-    REQUIRE(WIFEXITED(status));
-    CHECK(WEXITSTATUS(status) == 0);
-    auto j = nlohmann::json::parse(out);
+    auto r = cli_test::run("gradcheck --json", false);  // stdout only: the JSON
+    CHECK(r.code == 0);
+    auto j = nlohmann::json::parse(r.output);
     REQUIRE(j.is_array());
     std::set<std::string> ops;
     for (auto& e : j) {
@@ -42,7 +35,8 @@ TEST_CASE("convnext gradcheck --json covers the required ops and exits 0") {
 }
 
 TEST_CASE("convnext gradcheck names an unknown op and exits 1") {
-    int status = std::system((std::string(CONVNEXT_CLI) + " gradcheck --op no_such_op > /dev/null 2>&1").c_str());
-    REQUIRE(WIFEXITED(status));
-    CHECK(WEXITSTATUS(status) == 1);
+    auto r = cli_test::run("gradcheck --op no_such_op");
+    INFO(r.output);
+    CHECK(r.code == 1);
+    CHECK(r.output.find("no_such_op") != std::string::npos);
 }
