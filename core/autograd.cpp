@@ -91,22 +91,37 @@ void record(const char* name, Tensor& out, const std::vector<Tensor>& inputs, Ba
 
 namespace {
 
-// Leaf gradients persist across backward calls and are accumulated in place, so the first one is
-// copied (a backward may hand the same tensor to several inputs).
-void accumulate_leaf(std::shared_ptr<TensorImpl>& slot, const Tensor& g) {
+// True when nothing else can see `t`'s memory: no other handle to the tensor or its storage. A
+// gradient that is ours alone may become the accumulator or be added into without a copy.
+bool sole_owner(const std::shared_ptr<TensorImpl>& t) {
+    return t.use_count() == 1 && t->storage.use_count() == 1 && t->offset == 0 && !t->grad_fn;
+}
+
+// Leaf gradients persist across backward calls and are accumulated in place. The first one is
+// taken as is when nothing else holds it, else copied (a backward may hand the same tensor to
+// several inputs, or pass its own input gradient through).
+void accumulate_leaf(std::shared_ptr<TensorImpl>& slot, Tensor&& g) {
     if (!slot) {
-        slot = g.clone().impl_ptr();
+        std::shared_ptr<TensorImpl> taken = g.impl_ptr();
+        g = Tensor();
+        slot = sole_owner(taken) ? std::move(taken) : Tensor(taken).clone().impl_ptr();
         return;
     }
     Tensor dst(slot);
     add_inplace(dst, g);
 }
 
-// Gradients flowing between nodes live for one backward: the first is taken as is, a second
-// one makes a fresh sum (never writes into a tensor that may be shared).
-void accumulate_node(std::shared_ptr<TensorImpl>& slot, const Tensor& g) {
+// Gradients flowing between nodes live for one backward: the first is taken as is; a second one
+// is added into it when the first is ours alone, else into a fresh copy (never into a tensor
+// that may be shared).
+void accumulate_node(std::shared_ptr<TensorImpl>& slot, Tensor&& g) {
     if (!slot) {
         slot = g.impl_ptr();
+        return;
+    }
+    if (sole_owner(slot)) {
+        Tensor sum(slot);
+        add_inplace(sum, g);
         return;
     }
     Tensor sum = Tensor(slot).clone();
@@ -124,7 +139,7 @@ void backward(const Tensor& root, const Tensor& grad, bool retain_graph) {
     NoGradGuard no_grad;
     if (!root.grad_fn()) {  // a leaf: its gradient is the seed
         std::shared_ptr<TensorImpl> slot = root.impl()->grad;
-        accumulate_leaf(slot, grad.to(root.dtype()));
+        accumulate_leaf(slot, grad.to(root.dtype()));  // a temporary: copied unless `to` made a new tensor
         root.impl()->grad = slot;
         return;
     }
@@ -175,14 +190,14 @@ void backward(const Tensor& root, const Tensor& grad, bool retain_graph) {
         if (!retain_graph) n->release();
         for (size_t i = 0; i < n->inputs.size(); ++i) {
             const Edge& e = n->inputs[i];
-            const Tensor& gi = in_grads[i];
+            Tensor& gi = in_grads[i];
             if (!e.valid() || !gi.defined()) continue;
             CNX_CHECK(gi.shape() == n->input_shapes[i], "backward of '", n->name, "': gradient ", i, " has shape ",
                       shape_str(gi.shape()), ", input had ", shape_str(n->input_shapes[i]));
             if (e.node) {
-                accumulate_node(grads[e.node.get()], gi);
+                accumulate_node(grads[e.node.get()], std::move(gi));
             } else {
-                accumulate_leaf(e.leaf->grad, gi);
+                accumulate_leaf(e.leaf->grad, std::move(gi));
             }
         }
     }

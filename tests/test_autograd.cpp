@@ -98,6 +98,27 @@ TEST_CASE("gradients accumulate across backward calls", "[autograd]") {
     CHECK(grad_of(b) == std::vector<double>{1, 1});
 }
 
+TEST_CASE("gradients the engine adds into without a copy are never someone else's", "[autograd]") {
+    // add() hands its incoming gradient to both inputs unchanged. With a seed the caller holds,
+    // the leaves' gradients must be copies: accumulating into them leaves the seed alone.
+    Tensor b = leaf({1, 2}, {2}), c = leaf({3, 4}, {2});
+    Tensor seed = from_vector({5, 6}, {2}, DType::F64);
+    autograd::backward(add(b, c), seed, false);
+    autograd::backward(add(b, c), seed, false);
+    CHECK(grad_of(b) == std::vector<double>{10, 12});
+    CHECK(grad_of(c) == std::vector<double>{10, 12});
+    CHECK(seed.to_vector() == std::vector<double>{5, 6});
+    // A residual: h's node gets a gradient from each branch; the sum is formed in place only in
+    // a tensor nothing else holds.
+    Tensor a = leaf({1, 2}, {2});
+    Tensor h = mul(a, 1.0);
+    Tensor r = add(h, mul(h, 3.0));
+    Tensor seed2 = from_vector({1, -1}, {2}, DType::F64);
+    autograd::backward(r, seed2, false);
+    CHECK(grad_of(a) == std::vector<double>{4, -4});
+    CHECK(seed2.to_vector() == std::vector<double>{1, -1});
+}
+
 TEST_CASE("NoGradGuard records nothing", "[autograd]") {
     Tensor x = leaf({1, 2}, {2});
     {
