@@ -342,6 +342,10 @@ std::function<int()> setup(CLI::App& root) {
 
         int64_t end_epoch = opt.epochs;
         if (opt.stop_after_epochs > 0) end_epoch = std::min(end_epoch, st.epoch + opt.stop_after_epochs);
+        std::vector<Tensor> params;  // the trainable ones
+        for (auto& p : model->parameters())
+            if (p.requires_grad()) params.push_back(p);
+        dist::GradReducer reducer(params);  // no-op in a single process
         auto save_checkpoint = [&] {  // every rank calls it (the generator states are gathered)
             st.rng = join_states(dist::allgather_strings(default_generator().state()));
             st.mix_rng = join_states(dist::allgather_strings(mix_gen.state()));
@@ -379,20 +383,19 @@ std::function<int()> setup(CLI::App& root) {
                 if (batch.size() == 0 && !distributed) continue;
                 double lv = 0;
                 int64_t correct = 0;
+                Tensor loss;
                 if (batch.size() > 0) {
                     Tensor x = batch.images;
                     Tensor soft;
                     if (mix.enabled()) soft = app::mix_batch(x, batch.labels, num_classes, mix, mix_gen);
                     Tensor logits = model->forward(x);
-                    Tensor loss = soft.defined() ? cross_entropy(logits, soft)
-                                                 : cross_entropy(logits, batch.labels, opt.label_smoothing);
+                    loss = soft.defined() ? cross_entropy(logits, soft)
+                                          : cross_entropy(logits, batch.labels, opt.label_smoothing);
                     lv = loss.item();
                     if (!std::isfinite(lv))
                         fail("training diverged: non-finite loss (", lv, ") at epoch ", epoch + 1, " step ",
                              st.step_in_epoch + 1, " (global step ", st.global_step + 1, "); the last checkpoint in ",
                              opt.out, " is intact. Try a lower --lr or --clip-grad.");
-                    if (opt.accum_steps > 1) loss = mul(loss, 1.0 / opt.accum_steps);
-                    loss.backward();
                     const float* lp = logits.data<float>();
                     for (int64_t i = 0; i < batch.size(); ++i) {
                         const float* row = lp + i * num_classes;
@@ -403,7 +406,9 @@ std::function<int()> setup(CLI::App& root) {
                     }
                 }
                 // The running statistics are the global batch's: every rank holds the same sums,
-                // so the checkpoint (written by rank 0) is the whole job's.
+                // so the checkpoint (written by rank 0) is the whole job's. Summed before backward:
+                // backward may start gradient all-reduces, and every rank (an empty-batch one runs
+                // no backward) must issue its collectives in the same order.
                 double batch_loss = lv;
                 int64_t batch_n = batch.size();
                 if (distributed) {
@@ -416,18 +421,24 @@ std::function<int()> setup(CLI::App& root) {
                 } else {
                     st.loss_sum += lv * batch.size();
                 }
+                if (loss.defined()) {
+                    if (opt.accum_steps > 1) loss = mul(loss, 1.0 / opt.accum_steps);
+                    // The micro-batch that completes the step sends each bucket of gradients as
+                    // soon as backward has finished it.
+                    const bool completes_step = acc.pending() + 1 >= acc.steps() || st.batch_in_epoch == batches;
+                    autograd::GradReadyScope overlap(distributed && completes_step ? reducer.hook() : nullptr);
+                    loss.backward();
+                }
                 st.correct += correct;
                 st.seen += batch_n;
                 pending_loss += batch_loss, pending_n++;
                 if (acc.ready() || st.batch_in_epoch == batches) {
                     acc.reset();
-                    std::vector<Tensor> params;
-                    for (auto& p : model->parameters())
-                        if (p.requires_grad()) params.push_back(p);
                     // The global batch's gradient on every rank, before clipping sees its norm.
                     if (distributed) {
-                        dist::ReduceStats rs = dist::allreduce_mean_grads(params);
+                        dist::ReduceStats rs = reducer.finish();
                         comm.seconds += rs.seconds, comm.bytes += rs.bytes, comm.buckets += rs.buckets;
+                        comm.started_in_backward += rs.started_in_backward;
                         ++comm_steps;
                     }
                     double gnorm = optim::clip_grad_norm(params, opt.clip_grad > 0 ? opt.clip_grad : INFINITY);
@@ -469,10 +480,10 @@ std::function<int()> setup(CLI::App& root) {
                           rec.lr);
             if (progress) progress->finish(stats);
             if (distributed && root && comm_steps > 0)
-                std::printf("gradient all-reduce: %lld steps x %.1f MB in %lld bucket(s), %.2f s (%.1f%% of %.2f s "
-                            "training)\n",
+                std::printf("gradient all-reduce: %lld steps x %.1f MB in %lld bucket(s) (%.0f%% started during "
+                            "backward), %.2f s waited after backward (%.1f%% of %.2f s training)\n",
                             (long long)comm_steps, comm.bytes / 1e6 / comm_steps, (long long)(comm.buckets / comm_steps),
-                            comm.seconds, 100 * comm.seconds / std::max(epoch_seconds() - seconds_before, 1e-9),
+                            100.0 * comm.started_in_backward / std::max<int64_t>(comm.buckets, 1), comm.seconds, 100 * comm.seconds / std::max(epoch_seconds() - seconds_before, 1e-9),
                             epoch_seconds() - seconds_before);
             if (distributed) {
                 auto sums = dist::allgather_strings(std::to_string(weights_checksum(model->state_dict())));

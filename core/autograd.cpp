@@ -13,6 +13,7 @@ namespace {
 thread_local bool g_grad_enabled = true;
 bool g_anomaly = false;
 bool g_profiling = false;
+thread_local GradReadyHook g_grad_ready;
 std::map<std::string, OpProfile> g_profile;
 std::chrono::steady_clock::time_point g_last_mark;
 
@@ -131,6 +132,11 @@ void accumulate_node(std::shared_ptr<TensorImpl>& slot, Tensor&& g) {
 
 }  // namespace
 
+GradReadyScope::GradReadyScope(GradReadyHook hook) : previous_(std::move(g_grad_ready)) {
+    g_grad_ready = std::move(hook);
+}
+GradReadyScope::~GradReadyScope() { g_grad_ready = std::move(previous_); }
+
 void backward(const Tensor& root, const Tensor& grad, bool retain_graph) {
     CNX_CHECK(root.defined(), "backward: undefined tensor");
     CNX_CHECK(root.requires_grad(), "backward: tensor ", root.str(), " does not require grad");
@@ -141,6 +147,7 @@ void backward(const Tensor& root, const Tensor& grad, bool retain_graph) {
         std::shared_ptr<TensorImpl> slot = root.impl()->grad;
         accumulate_leaf(slot, grad.to(root.dtype()));  // a temporary: copied unless `to` made a new tensor
         root.impl()->grad = slot;
+        if (g_grad_ready) g_grad_ready(root.impl_ptr());
         return;
     }
     // Topological order by iterative DFS (deep networks would overflow a recursive one).
@@ -166,13 +173,29 @@ void backward(const Tensor& root, const Tensor& grad, bool retain_graph) {
             }
         }
     }
+    // For the grad-ready hook: how many edges still lead into each leaf. A node that no
+    // gradient reaches still settles its edges, so every leaf is reported exactly once.
+    std::unordered_map<TensorImpl*, int> leaf_edges_left;
+    const GradReadyHook hook = g_grad_ready;  // a hook that opens another scope does not affect this backward
+    if (hook)
+        for (Node* n : order)
+            for (const Edge& e : n->inputs)
+                if (e.leaf) leaf_edges_left[e.leaf.get()]++;
+    auto settle_leaf_edges = [&](Node* n) {
+        if (!hook) return;
+        for (const Edge& e : n->inputs)
+            if (e.leaf && --leaf_edges_left[e.leaf.get()] == 0) hook(e.leaf);
+    };
     std::unordered_map<Node*, std::shared_ptr<TensorImpl>> grads;
     grads[root.grad_fn().get()] = grad.to(root.dtype()).impl_ptr();
     // `order` is post-order (inputs before users); walk it backwards.
     for (auto it = order.rbegin(); it != order.rend(); ++it) {
         Node* n = *it;
         auto git = grads.find(n);
-        if (git == grads.end()) continue;  // no gradient reached this node
+        if (git == grads.end()) {  // no gradient reached this node
+            settle_leaf_edges(n);
+            continue;
+        }
         Tensor g(git->second);
         grads.erase(git);
         CNX_CHECK(n->backward, "backward: the graph through '", n->name,
@@ -200,6 +223,7 @@ void backward(const Tensor& root, const Tensor& grad, bool retain_graph) {
                 accumulate_leaf(e.leaf->grad, std::move(gi));
             }
         }
+        settle_leaf_edges(n);
     }
     if (!retain_graph) {
         // Cut the root's history so saved tensors and the graph are freed now. A released

@@ -52,6 +52,23 @@ void record(const char* name, Tensor& out, const std::vector<Tensor>& inputs, Ba
 // Runs backward from `root` with gradient `grad` (same shape as root).
 void backward(const Tensor& root, const Tensor& grad, bool retain_graph);
 
+// While a GradReadyScope is alive on this thread, backward() calls its hook for every leaf of the
+// graph as soon as the last gradient that leaf will receive in this backward has been added to
+// its .grad (which may still be undefined if none reached it), in the order the leaves finish.
+// Data-parallel training uses it to start reducing a bucket of gradients while the rest of
+// backward runs.
+using GradReadyHook = std::function<void(const std::shared_ptr<TensorImpl>& leaf)>;
+class GradReadyScope {
+public:
+    explicit GradReadyScope(GradReadyHook hook);
+    ~GradReadyScope();
+    GradReadyScope(const GradReadyScope&) = delete;
+    GradReadyScope& operator=(const GradReadyScope&) = delete;
+
+private:
+    GradReadyHook previous_;
+};
+
 // Anomaly mode: after each recorded op, check the output for non-finite values and throw an
 // error naming the op. Off by default (it costs a pass over every output).
 bool anomaly_enabled();

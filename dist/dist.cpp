@@ -1,4 +1,5 @@
 #include "dist/dist.h"
+#include "dist/mpi_detail.h"
 
 #include <algorithm>
 #include <chrono>
@@ -67,7 +68,7 @@ int world_size() { return g_world; }
 
 #ifdef CONVNEXT_HAVE_MPI
 
-namespace {
+namespace detail {
 
 void check(int rc, const char* what) {
     if (rc == MPI_SUCCESS) return;
@@ -96,6 +97,12 @@ MPI_Datatype mpi_type(DType dt) {
     }
 }
 
+}  // namespace detail
+
+namespace {
+using detail::check;
+using detail::mpi_type;
+using detail::bcast_raw;
 }  // namespace
 
 void init(int* argc, char*** argv) {
@@ -211,103 +218,6 @@ void broadcast(const NamedTensors& tensors, int root) {
     for (auto& [name, t] : tensors) bcast_raw(const_cast<Tensor&>(t).raw_data(), (int64_t)t.nbytes(), root);
 }
 
-ReduceStats allreduce_mean_grads(const std::vector<Tensor>& params, int64_t bucket_bytes) {
-    ReduceStats stats;
-    if (g_world == 1) return stats;
-    auto t0 = std::chrono::steady_clock::now();
-    CNX_CHECK(bucket_bytes > 0, "dist::allreduce_mean_grads: bucket_bytes must be positive");
-    // Which parameters have a gradient somewhere: a rank whose batch was empty (every image
-    // skipped) has none but must still contribute zeros, so every rank packs the same layout.
-    std::vector<int> has(params.size());
-    for (size_t i = 0; i < params.size(); ++i) has[i] = params[i].grad().defined();
-    check(MPI_Allreduce(MPI_IN_PLACE, has.data(), (int)has.size(), MPI_INT, MPI_MAX, MPI_COMM_WORLD),
-          "MPI_Allreduce");
-    std::vector<Tensor> grads;
-    for (size_t i = 0; i < params.size(); ++i) {
-        if (!has[i]) continue;
-        Tensor g = params[i].grad();
-        if (!g.defined()) {
-            g = zeros_like(params[i]);
-            const_cast<Tensor&>(params[i]).set_grad(g);
-        }
-        grads.push_back(g);
-    }
-
-    // A bucket is a run of element ranges of same-dtype gradients, packed into one buffer.
-    struct Piece {
-        size_t grad;
-        int64_t offset, count;  // in elements
-    };
-    struct Bucket {
-        DType dtype = DType::F32;
-        std::vector<Piece> pieces;
-        int64_t count = 0;
-    };
-    std::vector<Bucket> buckets;
-    for (size_t gi = 0; gi < grads.size(); ++gi) {
-        const DType dt = grads[gi].dtype();
-        mpi_type(dt);  // refuse integer gradients before any bucket is in flight
-        const int64_t cap = std::max<int64_t>(1, std::min<int64_t>(bucket_bytes / (int64_t)dtype_size(dt), INT_MAX));
-        for (int64_t off = 0, n = grads[gi].numel(); off < n;) {
-            if (buckets.empty() || buckets.back().dtype != dt || buckets.back().count >= cap) buckets.push_back(Bucket{dt, {}, 0});
-            Bucket& b = buckets.back();
-            int64_t take = std::min(n - off, cap - b.count);
-            b.pieces.push_back({gi, off, take});
-            b.count += take;
-            off += take;
-        }
-    }
-
-    // Two buffers in flight: bucket k+1 is packed while bucket k may be on the wire. Reused
-    // across calls, so steady-state steps allocate nothing.
-    static std::vector<char> bufs[2];
-    MPI_Request req[2] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL};
-    const double inv = 1.0 / g_world;
-    auto unpack = [&](size_t k) {
-        const Bucket& b = buckets[k];
-        const char* src = bufs[k % 2].data();
-        for (const Piece& p : b.pieces) {
-            if (b.dtype == DType::F32) {
-                float* dst = grads[p.grad].data<float>() + p.offset;
-                const float* s = reinterpret_cast<const float*>(src);
-                const float f = (float)inv;
-                for (int64_t i = 0; i < p.count; ++i) dst[i] = s[i] * f;
-            } else {
-                double* dst = grads[p.grad].data<double>() + p.offset;
-                const double* s = reinterpret_cast<const double*>(src);
-                for (int64_t i = 0; i < p.count; ++i) dst[i] = s[i] * inv;
-            }
-            src += p.count * dtype_size(b.dtype);
-        }
-    };
-    for (size_t k = 0; k < buckets.size(); ++k) {
-        const Bucket& b = buckets[k];
-        std::vector<char>& buf = bufs[k % 2];
-        if (k >= 2) {
-            check(MPI_Wait(&req[k % 2], MPI_STATUS_IGNORE), "MPI_Wait");
-            unpack(k - 2);
-        }
-        const size_t esz = dtype_size(b.dtype);
-        if (buf.size() < (size_t)b.count * esz) buf.resize((size_t)b.count * esz);
-        char* dst = buf.data();
-        for (const Piece& p : b.pieces) {
-            std::memcpy(dst, static_cast<const char*>(grads[p.grad].raw_data()) + p.offset * esz, p.count * esz);
-            dst += p.count * esz;
-        }
-        check(MPI_Iallreduce(MPI_IN_PLACE, buf.data(), (int)b.count, mpi_type(b.dtype), MPI_SUM, MPI_COMM_WORLD,
-                             &req[k % 2]),
-              "MPI_Iallreduce");
-        stats.bytes += b.count * (int64_t)esz;
-        ++stats.buckets;
-    }
-    for (size_t k = buckets.size() >= 2 ? buckets.size() - 2 : 0; k < buckets.size(); ++k) {
-        check(MPI_Wait(&req[k % 2], MPI_STATUS_IGNORE), "MPI_Wait");
-        unpack(k);
-    }
-    stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    return stats;
-}
-
 #else  // built without MPI: one process, every collective is the identity
 
 void init(int*, char***) {
@@ -328,7 +238,6 @@ void allreduce_sum(double*, int64_t) {}
 void allreduce_sum(int64_t*, int64_t) {}
 std::vector<std::string> allgather_strings(const std::string& s) { return {s}; }
 void broadcast(const NamedTensors&, int) {}
-ReduceStats allreduce_mean_grads(const std::vector<Tensor>&, int64_t) { return {}; }
 
 #endif
 

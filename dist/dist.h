@@ -12,14 +12,18 @@
 //
 //   dist::init(&argc, &argv);
 //   dist::broadcast(model->state_dict());          // every rank starts from rank 0's weights
-//   loss.backward();
-//   dist::allreduce_mean_grads(params);             // each rank now holds the global-batch gradient
+//   dist::GradReducer reducer(params);
+//   { autograd::GradReadyScope overlap(reducer.hook()); loss.backward(); }
+//   reducer.finish();                               // each rank now holds the global-batch gradient
 //   opt.step();
 //   dist::finalize();
 #include <cstdint>
 #include <string>
 #include <vector>
 
+#include <memory>
+
+#include "core/autograd.h"
 #include "core/tensor.h"
 
 namespace cnx::dist {
@@ -67,19 +71,48 @@ std::vector<std::string> allgather_strings(const std::string& s);
 
 // Averages the gradients of `params` across ranks, in place: afterwards every rank holds
 // (1/K) * sum over ranks of its gradient, which for equal per-rank batches is the gradient of the
-// mean loss over the global batch. Gradients are packed into flat buckets of about
-// `bucket_bytes` (one per dtype run), reused across calls, and reduced with non-blocking
-// all-reduces, at most two in flight: packing bucket k+1 may overlap bucket k's transfer where the
-// MPI library progresses in the background (Open MPI mostly progresses inside MPI calls, so the
-// gain is small; the buckets mainly bound the extra memory to two buffers). Overlap with the
-// backward pass itself would need a per-parameter gradient-ready hook in the autograd engine. A parameter that has no
-// gradient on some rank counts as zero there; one with no gradient on any rank keeps none (the
-// optimiser then skips it, as a single process would).
+// mean loss over the global batch. A parameter that has no gradient on some rank counts as zero
+// there; one with no gradient on any rank keeps none (the optimiser then skips it, as a single
+// process would).
 constexpr int64_t kDefaultBucketBytes = 25 << 20;  // PyTorch DDP's default bucket_cap_mb
 struct ReduceStats {
     int64_t buckets = 0, bytes = 0;  // what crossed the wire this call (per rank, one direction)
-    double seconds = 0;              // wall time of the call
+    int64_t started_in_backward = 0;  // buckets the grad-ready hook started before finish()
+    double seconds = 0;              // wall time spent in finish() (what the overlap did not hide)
 };
+
+// The same, overlapped with backward. Gradients are packed into flat buckets of about
+// `bucket_bytes` (one dtype each), laid out from the last parameter to the first because backward
+// finishes the last layers first. Each bucket's non-blocking all-reduce starts as soon as all its
+// parameters' gradients are final, reported by the autograd engine's grad-ready hook; buckets
+// always start in the same order on every rank, as MPI requires. Every hook call also lets MPI
+// progress the transfers in flight. finish() starts whatever did not start (all of it on a rank
+// whose batch was empty, or without the hook), waits and writes the means into the gradients.
+//
+//   dist::GradReducer reducer(params);               // once; the buffers are reused every step
+//   { autograd::GradReadyScope scope(reducer.hook()); loss.backward(); }
+//   reducer.finish();                                // every rank now holds the global-batch gradient
+//
+// Memory: one buffer per bucket, i.e. one extra copy of the gradients, kept for the reducer's
+// life. Without MPI or with one rank, everything is a no-op.
+class GradReducer {
+public:
+    explicit GradReducer(std::vector<Tensor> params, int64_t bucket_bytes = kDefaultBucketBytes);
+    ~GradReducer();
+    GradReducer(const GradReducer&) = delete;
+    GradReducer& operator=(const GradReducer&) = delete;
+
+    // For autograd::GradReadyScope. Starts buckets as they fill; ignores tensors it does not know.
+    autograd::GradReadyHook hook();
+    // Completes this step's reduction (see above); the next backward starts a new step.
+    ReduceStats finish();
+
+private:
+    struct State;
+    std::unique_ptr<State> s_;
+};
+
+// One GradReducer step without overlap (tests, and loops that do not install the hook).
 ReduceStats allreduce_mean_grads(const std::vector<Tensor>& params, int64_t bucket_bytes = kDefaultBucketBytes);
 
 }  // namespace cnx::dist

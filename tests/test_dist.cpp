@@ -18,6 +18,8 @@
 #include <sstream>
 
 #include "cli_util.h"
+#include "core/autograd.h"
+#include "ops/ops.h"
 #include "data/loader.h"
 #include "dist/dist.h"
 #include "io/safetensors.h"
@@ -206,9 +208,10 @@ TEST_CASE("dist worker: collectives on every rank", "[.mpi_worker]") {
         params[p].set_grad(from_vector(v, params[p].shape(), params[p].dtype()));
     }
     auto stats = dist::allreduce_mean_grads(params, 64);
-    // 16 floats or 8 doubles a bucket: 37 floats -> 16+16+5, 12 doubles -> 8+4, then 50 + 5 floats
-    // -> 16+16+16+7 (a dtype change starts a new bucket).
-    CHECK(stats.buckets == 3 + 2 + 4);
+    // 16 floats or 8 doubles a bucket, from the last parameter back: 9 + 5 + 50 floats -> 4 buckets,
+    // 12 doubles -> 8+4, 37 floats -> 16+16+5 (a dtype change starts a new bucket).
+    CHECK(stats.buckets == 4 + 2 + 3);
+    CHECK(stats.started_in_backward == 0);
     for (size_t p = 0; p < 4; ++p) {
         INFO("parameter " << p);
         REQUIRE(params[p].grad().defined());
@@ -219,6 +222,36 @@ TEST_CASE("dist worker: collectives on every rank", "[.mpi_worker]") {
         }
     }
     CHECK_FALSE(params[4].grad().defined());
+
+    // Overlapped with a real backward: ranks 0 and 1 run one (their buckets start from the
+    // grad-ready hook), rank 2's batch was empty (it starts them all in finish()).
+    Tensor w = zeros({40}), b = zeros({3});
+    w.requires_grad_(true), b.requires_grad_(true);
+    dist::GradReducer reducer({w, b}, 64);
+    auto coeffs = [](int r, int64_t n, double base) {
+        std::vector<double> v;
+        for (int64_t i = 0; i < n; ++i) v.push_back(base * (r + 1) + i);
+        return v;
+    };
+    for (int step = 0; step < 2; ++step) {  // the reducer's buffers are reused
+        w.zero_grad(), b.zero_grad();
+        {
+            autograd::GradReadyScope overlap(reducer.hook());
+            if (rank < 2) {
+                Tensor loss = add(sum(mul(w, from_vector(coeffs(rank, 40, 1.0 + step), {40}))),
+                                  sum(mul(b, from_vector(coeffs(rank, 3, -2.0), {3}))));
+                loss.backward();
+            }
+        }
+        auto rs = reducer.finish();
+        CHECK(rs.buckets == 3);  // b + w: 43 floats, 16 a bucket
+        CHECK(rs.started_in_backward == (rank < 2 ? 3 : 0));
+        auto gw = w.grad().to_vector(), gb = b.grad().to_vector();
+        auto w0 = coeffs(0, 40, 1.0 + step), w1 = coeffs(1, 40, 1.0 + step);
+        auto b0 = coeffs(0, 3, -2.0), b1 = coeffs(1, 3, -2.0);
+        for (int i = 0; i < 40; ++i) CHECK(gw[i] == Approx((w0[i] + w1[i]) / 3).epsilon(1e-6));
+        for (int i = 0; i < 3; ++i) CHECK(gb[i] == Approx((b0[i] + b1[i]) / 3).epsilon(1e-6));
+    }
     dist::barrier();
     dist::finalize();
     CHECK_FALSE(dist::initialized());
