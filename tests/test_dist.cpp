@@ -429,3 +429,27 @@ TEST_CASE("train: an error on rank 1 ends the whole mpirun job with the message"
     CHECK(r.output.find("error: rank 1:") != std::string::npos);
     CHECK(r.output.find("img_00b.png") != std::string::npos);
 }
+
+TEST_CASE("train: a rank whose batch was all skipped images still joins the overlapped all-reduce") {
+    std::string mpi = mpirun(2);
+    if (mpi.empty()) {
+        SUCCEED("skipped: see the warning");
+        return;
+    }
+    // Batch 1 per rank, unshuffled: position 1 (rank 1's first batch) is unreadable, so in step 1
+    // rank 0 runs backward (its buckets start from the grad-ready hook) while rank 1 runs none
+    // and starts every bucket in finish(). The collectives must still pair up: no hang, no error.
+    fs::path data = temp_dir("skip_data");
+    fs::copy(fixture("train_folder"), data, fs::copy_options::recursive);
+    { std::ofstream(data / "circles" / "img_00b.png") << "not a png"; }
+    fs::path out = temp_dir("skip_out");
+    auto r = shell(mpi + CONVNEXT_CLI + " train --data " + data.string() + " " + kMicro +
+                   "--batch-size 1 --epochs 1 --warmup-epochs 0 --no-shuffle --val-rate 0 --threads 1 "
+                   "--skip-bad-images --show-predictions 0 --out " + out.string());
+    INFO(r.output);
+    REQUIRE(r.code == 0);
+    CHECK(r.output.find("img_00b.png") != std::string::npos);  // the warning names it
+    auto steps = step_records(out);
+    CHECK(steps.size() == 13);  // 25 images padded to 26 = 13 steps of 2; none all-empty
+    for (auto& s : steps) CHECK(std::isfinite(s["loss"].get<double>()));
+}
