@@ -410,16 +410,22 @@ TEST_CASE("train: a 2-rank run stopped after an epoch resumes bit-identically") 
     CHECK(a.metadata.at("rng") == ck.metadata.at("rng"));
 }
 
+// The tiny image folder plus circles/img_00b.png, which is not an image: second in the
+// unshuffled order, so under 2 ranks it is position 1, rank 1's first sample.
+fs::path folder_with_unreadable_second_image(const std::string& name) {
+    fs::path data = temp_dir(name);
+    fs::copy(fixture("train_folder"), data, fs::copy_options::recursive);
+    { std::ofstream(data / "circles" / "img_00b.png") << "not a png"; }
+    return data;
+}
+
 TEST_CASE("train: an error on rank 1 ends the whole mpirun job with the message") {
     std::string mpi = mpirun(2);
     if (mpi.empty()) {
         SUCCEED("skipped: see the warning");
         return;
     }
-    fs::path data = temp_dir("bad_data");
-    fs::copy(fixture("train_folder"), data, fs::copy_options::recursive);
-    // Second in the unshuffled order: position 1 belongs to rank 1.
-    { std::ofstream(data / "circles" / "img_00b.png") << "not a png"; }
+    fs::path data = folder_with_unreadable_second_image("bad_data");
     fs::path out = temp_dir("bad_out");
     auto r = shell(mpi + CONVNEXT_CLI + " train --data " + data.string() + " " + kMicro +
                    "--batch-size 4 --epochs 1 --warmup-epochs 0 --no-shuffle --val-rate 0 --threads 1 --out " + out.string());
@@ -439,9 +445,7 @@ TEST_CASE("train: a rank whose batch was all skipped images still joins the over
     // Batch 1 per rank, unshuffled: position 1 (rank 1's first batch) is unreadable, so in step 1
     // rank 0 runs backward (its buckets start from the grad-ready hook) while rank 1 runs none
     // and starts every bucket in finish(). The collectives must still pair up: no hang, no error.
-    fs::path data = temp_dir("skip_data");
-    fs::copy(fixture("train_folder"), data, fs::copy_options::recursive);
-    { std::ofstream(data / "circles" / "img_00b.png") << "not a png"; }
+    fs::path data = folder_with_unreadable_second_image("skip_data");
     fs::path out = temp_dir("skip_out");
     auto r = shell(mpi + CONVNEXT_CLI + " train --data " + data.string() + " " + kMicro +
                    "--batch-size 1 --epochs 1 --warmup-epochs 0 --no-shuffle --val-rate 0 --threads 1 "
