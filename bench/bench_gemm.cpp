@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/bench_main.h"
 #include "core/rng.h"
 #include "core/tensor.h"
 #include "core/threads.h"
@@ -72,12 +73,4 @@ int reg = [] {
 
 }  // namespace
 
-// Threads from CNX_BENCH_THREADS (default 2). On a shared, loaded machine wall time says little;
-// the rates are per CPU-second of the whole process (so per core), which load barely moves.
-int main(int argc, char** argv) {
-    const char* t = std::getenv("CNX_BENCH_THREADS");
-    set_num_threads(t ? std::atoi(t) : 2);
-    benchmark::Initialize(&argc, argv);
-    benchmark::RunSpecifiedBenchmarks();
-    return 0;
-}
+CNX_BENCHMARK_MAIN()

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/bench_main.h"
 #include "core/autograd.h"
 #include "core/rng.h"
 #include "core/threads.h"
@@ -73,10 +74,4 @@ int registered = [] {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-    const char* t = std::getenv("CNX_BENCH_THREADS");
-    set_num_threads(t ? std::atoi(t) : 2);
-    benchmark::Initialize(&argc, argv);
-    benchmark::RunSpecifiedBenchmarks();
-    return 0;
-}
+CNX_BENCHMARK_MAIN()

@@ -107,6 +107,16 @@ Tensor softmax_impl(const char* op, const Tensor& x, int64_t dim, bool log) {
     return y;
 }
 
+// log(sum_c exp(x[c])) of one contiguous row, in double, shifted by the row's max for stability.
+template <class T>
+double row_log_sum_exp(const T* x, int64_t C) {
+    double m = -std::numeric_limits<double>::infinity();
+    for (int64_t c = 0; c < C; ++c) m = std::max(m, (double)x[c]);
+    double s = 0;
+    for (int64_t c = 0; c < C; ++c) s += std::exp((double)x[c] - m);
+    return m + std::log(s);
+}
+
 // Per row n: lse = logsumexp(x_n); logp_c = x_nc - lse. Writes p = softmax (for the backward)
 // and returns sum_n sum_c q_nc (-logp_nc), where q is the target distribution: with class
 // indices q = (1 - s) onehot(t) + s / C; with soft targets q = t.
@@ -118,11 +128,7 @@ double cross_entropy_forward(T* p, const T* x, const int64_t* targets, const T* 
     parallel_range(N, N * C >= kParallelMin ? 1 : N, [&](int64_t n0, int64_t n1) {
         for (int64_t n = n0; n < n1; ++n) {
             const T* xn = x + n * C;
-            double m = -std::numeric_limits<double>::infinity();
-            for (int64_t c = 0; c < C; ++c) m = std::max(m, (double)xn[c]);
-            double s = 0;
-            for (int64_t c = 0; c < C; ++c) s += std::exp((double)xn[c] - m);
-            const double lse = m + std::log(s);
+            const double lse = row_log_sum_exp(xn, C);
             double loss = 0;
             if (soft) {
                 for (int64_t c = 0; c < C; ++c) loss -= (double)soft[n * C + c] * ((double)xn[c] - lse);
@@ -169,11 +175,7 @@ template <class T>
 void soft_target_grad(T* dt, const T* x, int64_t N, int64_t C, double scale) {
     for (int64_t n = 0; n < N; ++n) {
         const T* xn = x + n * C;
-        double m = -std::numeric_limits<double>::infinity();
-        for (int64_t c = 0; c < C; ++c) m = std::max(m, (double)xn[c]);
-        double s = 0;
-        for (int64_t c = 0; c < C; ++c) s += std::exp((double)xn[c] - m);
-        const double lse = m + std::log(s);
+        const double lse = row_log_sum_exp(xn, C);
         for (int64_t c = 0; c < C; ++c) dt[n * C + c] = (T)(-scale * ((double)xn[c] - lse));
     }
 }
