@@ -3,6 +3,7 @@
 // cosine stepped per iteration, --freeze-layers, class_indices.json, best weights by val accuracy.
 // The options are parsed here; the run is train::fit (train/trainer.h), which also trains
 // data-parallel under mpirun. Rank 0 alone prints and writes files.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cerrno>
 #include <cmath>
@@ -153,7 +154,6 @@ Run::Run(nn::Module& model, LossFn loss, std::shared_ptr<const data::Dataset> tr
               o_.num_classes);
     CNX_CHECK(o_.epochs > 0 && o_.batch_size > 0 && o_.accum_steps > 0, "fit: epochs (", o_.epochs,
               "), batch_size (", o_.batch_size, ") and accum_steps (", o_.accum_steps, ") must be positive");
-    CNX_CHECK(o_.warmup_epochs >= 0, "fit: warmup_epochs ", o_.warmup_epochs, " is negative");
 }
 
 void Run::set_up() {

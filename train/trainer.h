@@ -112,7 +112,7 @@ struct TrainerOptions {
     double lr = 5e-4;             // peak learning rate
     double weight_decay = 0.05;   // AdamW's, not on biases and 1-D parameters
     double layer_decay = 1.0;     // layer-wise lr decay (1: off)
-    int64_t warmup_epochs = 1;    // linear warmup (0: none); >= epochs: the warmup spans the run
+    int64_t warmup_epochs = 1;    // linear warmup (<= 0: none); >= epochs: it spans the run
     double clip_grad = 0;         // max global gradient norm (0: off)
     double label_smoothing = 0;   // for the default loss and the mixup/cutmix targets
     double mixup = 0, cutmix = 0; // Beta alphas (0: off)
