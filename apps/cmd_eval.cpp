@@ -2,18 +2,20 @@
 #include <cmath>
 #include <cstdio>
 #include <iostream>
+#include <memory>
 #include <nlohmann/json.hpp>
 
 #include "apps/command.h"
 #include "apps/run_common.h"
 #include "data/image_folder.h"
+#include "train/train.h"
 
 namespace {
 using namespace cnx;
 using json = nlohmann::json;
 
 struct EvalOptions {
-    app::DataConfig data;
+    train::DataConfig data;
     app::ModelSpec model;
     std::string weights, classes;
     int64_t num_classes = 0, batch_size = 32;
@@ -41,7 +43,7 @@ std::function<int()> setup(CLI::App& root) {
         o->data.augment = false;
         o->data.eval_all = true;
         std::ostringstream quiet;
-        app::DataSets ds = app::make_datasets(o->data, o->json_out ? quiet : std::cout);
+        train::DataSets ds = train::make_datasets(o->data, o->json_out ? quiet : std::cout);
         std::vector<std::string> names = ds.classes;
         if (!o->classes.empty()) {
             names = data::read_class_indices(o->classes);
@@ -58,9 +60,21 @@ std::function<int()> setup(CLI::App& root) {
         CNX_CHECK(mo.num_classes >= (int64_t)ds.classes.size(), "the model has ", mo.num_classes,
                   " classes, the data ", ds.classes.size());
         auto model = app::make_model(o->model, mo);
-        app::load_pretrained(*model, o->weights, false, o->json_out ? quiet : std::cout);
-        auto r = app::evaluate(*model, ds.val, mo.num_classes, o->batch_size, o->workers, o->skip_bad_images,
-                               o->json_out ? "" : "eval");
+        train::load_pretrained(*model, o->weights, false, o->json_out ? quiet : std::cout);
+        train::EvalOptions eo;
+        eo.num_classes = mo.num_classes;
+        eo.batch_size = o->batch_size;
+        eo.workers = o->workers;
+        eo.skip_bad_images = o->skip_bad_images;
+        std::unique_ptr<app::Progress> progress;
+        if (!o->json_out) {
+            eo.on_begin = [&](int64_t batches) {
+                progress = std::make_unique<app::Progress>("eval", batches, app::stderr_is_tty());
+            };
+            eo.on_batch_end = [&](int64_t done) { progress->update(done, ""); };
+            eo.on_end = [&] { progress->finish(""); };
+        }
+        auto r = train::evaluate(*model, ds.val, eo);
         auto label = [&](size_t c) { return c < names.size() ? names[c] : std::to_string(c); };
         if (o->json_out) {
             json per = json::object();

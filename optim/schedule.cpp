@@ -14,8 +14,9 @@ WarmupCosine::WarmupCosine(int64_t num_step_, int64_t epochs_, bool warmup_, int
       warmup(warmup_ && warmup_epochs_ > 0), warmup_factor(warmup_factor_), end_factor(end_factor_) {
     CNX_CHECK(num_step > 0 && epochs > 0, "WarmupCosine: num_step (", num_step, ") and epochs (", epochs,
               ") must be positive");
-    CNX_CHECK(warmup_epochs >= 0 && warmup_epochs < epochs, "WarmupCosine: warmup_epochs ", warmup_epochs,
-              " must be in [0, epochs = ", epochs, ")");
+    // warmup_epochs >= epochs is allowed, as in the original: the warmup then spans the whole run
+    // (a one-epoch try-out ramps the lr over its only epoch) and the cosine is never reached.
+    CNX_CHECK(warmup_epochs >= 0, "WarmupCosine: warmup_epochs ", warmup_epochs, " is negative");
 }
 
 double WarmupCosine::operator()(int64_t x) const {
@@ -26,6 +27,7 @@ double WarmupCosine::operator()(int64_t x) const {
     }
     const int64_t current = x - w;
     const int64_t cosine_steps = (epochs - warmup_epochs) * num_step;
+    if (cosine_steps <= 0) return 1.0;  // past a warmup that spans the run: its top, not a division by 0
     return ((1 + std::cos((double)current * kPi / (double)cosine_steps)) / 2) * (1 - end_factor) + end_factor;
 }
 

@@ -26,7 +26,8 @@ using LRLambda = std::function<double(int64_t step)>;
 //   x <= W (warmup):  a = x / W, f = warmup_factor * (1 - a) + a
 //   otherwise:        f = (1 + cos((x - W) * pi / ((epochs - warmup_epochs) * num_step))) / 2
 //                         * (1 - end_factor) + end_factor
-// warmup = false or warmup_epochs = 0: cosine from step 0 (f(0) = 1).
+// warmup = false or warmup_epochs = 0: cosine from step 0 (f(0) = 1). warmup_epochs >= epochs:
+// the warmup spans the whole run (the original has no check either; steps past its end give 1).
 struct WarmupCosine {
     WarmupCosine(int64_t num_step, int64_t epochs, bool warmup = true, int64_t warmup_epochs = 1,
                  double warmup_factor = 1e-3, double end_factor = 1e-6);

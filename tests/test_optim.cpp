@@ -411,7 +411,16 @@ TEST_CASE("warmup + cosine factor (create_lr_scheduler)", "[optim][schedule]") {
     optim::WarmupCosine zero_warmup(7, 3, true, 0);
     CHECK(zero_warmup(0) == 1.0);
     CHECK(zero_warmup(4) == nw(4));
-    CHECK_THROWS(optim::WarmupCosine(5, 2, true, 2));
+    // A warmup as long as the run (or longer) is the classic script's linear ramp to its end.
+    optim::WarmupCosine whole_run(5, 2, true, 2);
+    CHECK(whole_run(0) == Approx(1e-3).epsilon(1e-15));
+    CHECK(whole_run(4) == Approx(1e-3 * 0.6 + 0.4).epsilon(1e-15));
+    CHECK(whole_run(9) == Approx(1e-3 * 0.1 + 0.9).epsilon(1e-15));
+    CHECK(whole_run(10) == 1.0);
+    optim::WarmupCosine longer(5, 1, true, 2);
+    CHECK(longer(4) == Approx(1e-3 * 0.6 + 0.4).epsilon(1e-15));
+    CHECK(longer(11) == 1.0);
+    CHECK_THROWS(optim::WarmupCosine(5, 2, true, -1));
     CHECK_THROWS(optim::WarmupCosine(0, 2));
 }
 

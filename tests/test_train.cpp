@@ -238,3 +238,21 @@ TEST_CASE("train and eval: usage and input errors are clean") {
     CHECK(r.code == 1);
     CHECK(r.output.find("nonexistent.safetensors") != std::string::npos);
 }
+
+TEST_CASE("train: --epochs 1 with the default --warmup-epochs 1 warms up over the whole run, as the classic script") {
+    fs::path out = temp_dir("one_epoch");
+    auto r = run("train --data " + fixture("train_folder") + " " + kMicro +
+                 "--batch-size 4 --epochs 1 --lr 1e-3 --val-rate 0 --show-predictions 0 --out " + out.string());
+    INFO(r.output);
+    REQUIRE(r.code == 0);
+    CHECK(r.output.find("1 epochs, lr 0.001, wd 0.05, warmup 1 epoch(s)") != std::string::npos);
+    std::vector<double> lrs;
+    for (auto& rec : read_jsonl(out / "metrics.jsonl"))
+        if (rec.contains("step")) lrs.push_back(rec["lr"]);
+    REQUIRE(lrs.size() == 6);  // 24 images in batches of 4
+    for (size_t i = 0; i < lrs.size(); ++i) {
+        const double a = i / 6.0;  // create_lr_scheduler's warmup factor, never reaching the cosine
+        CHECK(lrs[i] == Approx(1e-3 * (1e-3 * (1 - a) + a)).epsilon(1e-12));
+    }
+    CHECK(fs::exists(out / "best.safetensors"));
+}

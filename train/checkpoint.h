@@ -13,7 +13,7 @@
 #include "nn/module.h"
 #include "optim/optim.h"
 
-namespace cnx::app {
+namespace cnx::train {
 
 struct EpochRecord {
     double train_loss = NAN, train_acc = NAN, val_loss = NAN, val_acc = NAN, lr = NAN, seconds = 0;
@@ -50,4 +50,4 @@ void trim_metrics(const std::string& path, const RunState& st);
 
 void write_curves(const std::string& path, const std::vector<EpochRecord>& history);
 
-}  // namespace cnx::app
+}  // namespace cnx::train

@@ -1,4 +1,4 @@
-#include "apps/train_state.h"
+#include "train/checkpoint.h"
 
 #include <array>
 #include <fstream>
@@ -6,7 +6,7 @@
 #include "io/atomic_file.h"
 #include "io/curves.h"
 
-namespace cnx::app {
+namespace cnx::train {
 using json = nlohmann::json;
 
 json EpochRecord::to_json(int64_t epoch) const {
@@ -158,4 +158,4 @@ void write_curves(const std::string& path, const std::vector<EpochRecord>& h) {
                                 {"learning rate", {{"lr", lr, green}}}});
 }
 
-}  // namespace cnx::app
+}  // namespace cnx::train

@@ -9,7 +9,7 @@
 #include "core/rng.h"
 #include "core/tensor.h"
 
-namespace cnx::app {
+namespace cnx::train {
 
 struct MixupOptions {
     double mixup_alpha = 0, cutmix_alpha = 0, label_smoothing = 0;
@@ -22,4 +22,4 @@ Tensor mix_batch(Tensor& images, const std::vector<int64_t>& labels, int64_t num
 
 double sample_beta(double alpha, Generator& gen);
 
-}  // namespace cnx::app
+}  // namespace cnx::train

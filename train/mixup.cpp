@@ -1,10 +1,10 @@
-#include "apps/mixup.h"
+#include "train/mixup.h"
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 
-namespace cnx::app {
+namespace cnx::train {
 namespace {
 
 // Marsaglia and Tsang's method; for a < 1 boost with U^(1/a).
@@ -70,4 +70,4 @@ Tensor mix_batch(Tensor& images, const std::vector<int64_t>& labels, int64_t num
     return soft;
 }
 
-}  // namespace cnx::app
+}  // namespace cnx::train
