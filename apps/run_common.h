@@ -56,7 +56,8 @@ private:
 // first (fine-tuning to a new class count). Prints what loaded. Errors when nothing matched.
 void load_pretrained(nn::Module& model, const std::string& path, bool drop_mismatched_head, std::ostream& log);
 
-// A named variant, or with --depths/--dims given (both, four values each) a custom ConvNeXt.
+// A named variant, or with --depths/--dims given (both, four values each) a custom model of the
+// named variant's family.
 struct ModelSpec {
     std::string name = "convnext_tiny";
     std::vector<int64_t> depths, dims;
