@@ -103,7 +103,14 @@ std::shared_ptr<const NameMap> NameMap::registered() {
     std::lock_guard<std::mutex> lock(mu);
     if (!cached || names != cached_names) {
         auto map = std::make_shared<NameMap>();
-        for (auto& n : names) map->add(*models::build_meta(models::model_options(n)));
+        for (auto& n : names) {
+            try {
+                map->add(*models::build_meta(models::model_options(n)));
+            } catch (const Error& e) {
+                fail("names: model '", n, "' cannot be built without weights (meta mode) for its name maps: ",
+                     e.what());
+            }
+        }
         cached = map;
         cached_names = names;
     }

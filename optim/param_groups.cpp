@@ -102,10 +102,6 @@ std::vector<ParamGroup> get_params_groups(const NamedTensors& named_params, cons
     return groups;
 }
 
-std::vector<ParamGroup> get_params_groups(const nn::Module& model, const ParamGroupOptions& options) {
-    return get_params_groups(model.named_parameters(), options);
-}
-
 std::vector<ParamGroup> get_params_groups(const NamedTensors& named_params, double weight_decay, double layer_decay) {
     ParamGroupOptions o;
     o.weight_decay = weight_decay;

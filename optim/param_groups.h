@@ -41,7 +41,10 @@ struct ParamGroupOptions {
 std::vector<ParamGroup> get_params_groups(const NamedTensors& named_params, const ParamGroupOptions& options);
 std::vector<ParamGroup> get_params_groups(const NamedTensors& named_params, double weight_decay = 1e-5,
                                           double layer_decay = 1.0);
-// The model's parameters, with the layer ids and no-decay flags its modules declare.
-std::vector<ParamGroup> get_params_groups(const nn::Module& model, const ParamGroupOptions& options);
+// The model's parameters, with the layer ids and no-decay flags its modules declare. (Inline, so
+// programs that use optim/ without nn/, like the fuzz harnesses, need not link nn/.)
+inline std::vector<ParamGroup> get_params_groups(const nn::Module& model, const ParamGroupOptions& options) {
+    return get_params_groups(model.named_parameters(), options);
+}
 
 }  // namespace cnx::optim
