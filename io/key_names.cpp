@@ -10,17 +10,22 @@ namespace cnx::io {
 
 namespace {
 
-// The spellings one can rename to, with the style names the modules' aliases use.
-const std::pair<NameStyle, const char*> kStyles[] = {
-    {NameStyle::Official, "official"},  // the modules' own names: no aliases needed
-    {NameStyle::Timm, "timm"},
-    {NameStyle::Torchvision, "torchvision"},
+// The spellings one can rename to, by name, with the style the modules' aliases use for them.
+struct StyleRow {
+    NameStyle style;
+    const char* name;
+    const char* alias_style;  // "": no alias applies (a style always names one), the modules' own names
+};
+const StyleRow kStyles[] = {
+    {NameStyle::Official, "official", ""},
+    {NameStyle::Timm, "timm", "timm"},
+    {NameStyle::Torchvision, "torchvision", "torchvision"},
 };
 constexpr size_t kNumStyles = sizeof(kStyles) / sizeof(kStyles[0]);
 
 size_t style_index(NameStyle s) {
     for (size_t i = 0; i < kNumStyles; ++i)
-        if (kStyles[i].first == s) return i;
+        if (kStyles[i].style == s) return i;
     fail("names: '", name_style_name(s), "' is not a style one can rename to");
 }
 
@@ -45,39 +50,35 @@ Shape like_pattern(const Shape& shape, const Shape& pattern) {
 }  // namespace
 
 const char* name_style_name(NameStyle s) {
-    switch (s) {
-        case NameStyle::Official: return "official";
-        case NameStyle::Timm: return "timm";
-        case NameStyle::Torchvision: return "torchvision";
-        case NameStyle::Mixed: return "mixed";
-        default: return "unknown";
-    }
+    for (auto& row : kStyles)
+        if (row.style == s) return row.name;
+    return s == NameStyle::Mixed ? "mixed" : "unknown";
 }
 
 std::vector<NameStyle> name_styles() {
     std::vector<NameStyle> out;
-    for (auto& [style, name] : kStyles) out.push_back(style);
+    for (auto& row : kStyles) out.push_back(row.style);
     return out;
 }
 
 std::vector<std::string> name_style_names() {
     std::vector<std::string> out;
-    for (auto& [style, name] : kStyles) out.push_back(name);
+    for (auto& row : kStyles) out.push_back(row.name);
     return out;
 }
 
 NameStyle parse_name_style(const std::string& s) {
     std::string known;
-    for (auto& [style, name] : kStyles) {
-        if (s == name) return style;
-        known += (known.empty() ? "'" : ", '") + std::string(name) + "'";
+    for (auto& row : kStyles) {
+        if (s == row.name) return row.style;
+        known += (known.empty() ? "'" : ", '") + std::string(row.name) + "'";
     }
     fail("names: unknown naming '", s, "' (expected ", known, ")");
 }
 
 void NameMap::add(const nn::Module& model) {
     std::vector<std::vector<nn::StateName>> per_style;
-    for (auto& [style, name] : kStyles) per_style.push_back(model.state_dict_names(name));
+    for (auto& row : kStyles) per_style.push_back(model.state_dict_names(row.alias_style));
     for (size_t i = 0; i < per_style[0].size(); ++i) {
         Entry e;
         for (auto& names : per_style) {
@@ -141,7 +142,7 @@ NameStyle NameMap::detect(const std::vector<std::string>& names) const {
     size_t found = 0;
     NameStyle style = NameStyle::Unknown;
     for (size_t s = 0; s < kNumStyles; ++s)
-        if (evidence[s]) ++found, style = kStyles[s].first;
+        if (evidence[s]) ++found, style = kStyles[s].style;
     return found > 1 ? NameStyle::Mixed : style;
 }
 

@@ -15,7 +15,7 @@
 //   norm.{weight,bias}                        head.norm.{weight,bias}                 classifier.0.*
 //   head.{weight,bias}                        head.fc.{weight,bias}                   classifier.2.*
 //
-// A new style is a NameStyle value with its name in key_names.cpp's table plus the aliases the
+// A new style is a NameStyle value with its row in key_names.cpp's table plus the aliases the
 // modules declare for it; nothing else here changes.
 //
 // Renaming leaves names it does not recognise unchanged and is the identity on names already in

@@ -204,7 +204,7 @@ private:
     const Alias* find_alias(const std::string& local_name, const std::string& style) const;
 
     std::string type_name_;
-    Module* parent_ = nullptr;  // cleared when the parent dies; only used for naming
+    Module* parent_ = nullptr;  // cleared when the parent dies; only used for names and layer ids
     std::string local_name_;
     bool training_ = true;
     NamedTensors params_;
