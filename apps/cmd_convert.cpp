@@ -1,4 +1,4 @@
-// convnext convert IN OUT [--names official|timm] [--key KEY]: a PyTorch checkpoint (.pth) or a
+// convnext convert IN OUT [--names official|timm|torchvision] [--key KEY]: a PyTorch checkpoint (.pth) or a
 // safetensors file in, a float32 safetensors file out, parameter names in the chosen spelling.
 #include <cstdio>
 #include <memory>
@@ -45,8 +45,10 @@ std::function<int()> setup(CLI::App& root) {
     auto o = std::make_shared<ConvertOptions>();
     cmd->add_option("input", o->in, "Input weights (.pth/.pt from torch.save, or .safetensors)")->required();
     cmd->add_option("output", o->out, "Output .safetensors file")->required();
-    cmd->add_option("--names", o->names, "Parameter names to write: official or timm")
-        ->check(CLI::IsMember({"official", "timm"}))
+    std::string styles;
+    for (auto& s : cnx::io::name_style_names()) styles += (styles.empty() ? "" : ", ") + s;
+    cmd->add_option("--names", o->names, "Parameter names to write: " + styles)
+        ->check(CLI::IsMember(cnx::io::name_style_names()))
         ->capture_default_str();
     cmd->add_option("--key", o->key, "Top-level entry of a .pth checkpoint (default: model, state_dict, model_ema)");
     return [o]() { return run_convert(*o); };

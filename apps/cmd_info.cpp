@@ -1,5 +1,6 @@
-// convnext info: parameter count, multiply-accumulates and stage shapes of a variant, computed
-// from the architecture alone (no weights are allocated, so even xlarge answers instantly).
+// convnext info: parameter count, multiply-accumulates and stage shapes of a variant, from its
+// module tree built in meta mode (shapes, no weights: even xlarge answers instantly) and a
+// shape-only forward of one image that counts the multiply-accumulates.
 #include <cstdio>
 #include <iostream>
 #include <memory>
@@ -42,8 +43,9 @@ int run_info(const InfoOptions& o) {
     base.num_classes = o.num_classes;
     base.in_chans = o.in_chans;
     ConvNeXtOptions opts = model_options(o.model, base);
-    ModelCost cost = model_cost(opts, o.image_size, o.image_size);
-    int64_t params = count_parameters(opts);
+    auto model = build_meta(opts);
+    ModelCost cost = model_cost(*model, o.image_size, o.image_size);
+    int64_t params = model->num_parameters();
     CNX_CHECK(params == cost.params, "info: internal parameter counts disagree (", params, " vs ", cost.params, ")");
 
     if (o.json) {

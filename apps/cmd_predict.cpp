@@ -78,7 +78,7 @@ std::string misfit(const cnx::models::ConvNeXtOptions& mo, const cnx::io::NamedT
         if (it == file.end()) {
             if (missing++ == 0) problems.push_back("missing " + name);
         } else {
-            if (it->second != shape && mismatched++ < 2)
+            if (!cnx::nn::same_up_to_unit_dims(it->second, shape) && mismatched++ < 2)
                 problems.push_back(name + " is " + cnx::shape_str(it->second) + ", the model's is " +
                                    cnx::shape_str(shape));
             file.erase(it);

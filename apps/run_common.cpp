@@ -9,7 +9,9 @@
 namespace cnx::app {
 
 void ModelSpec::add_options(CLI::App* cmd) {
-    cmd->add_option("--model", name, "Model variant: convnext_atto ... convnext_xlarge")->capture_default_str();
+    std::string names;
+    for (auto& n : models::model_names()) names += (names.empty() ? "" : ", ") + n;
+    cmd->add_option("--model", name, "Model variant: " + names)->capture_default_str();
     cmd->add_option("--depths", depths, "Custom blocks per stage, e.g. 1,1,3,1 (overrides the variant's)")
         ->delimiter(',')->expected(4);
     cmd->add_option("--dims", dims, "Custom channels per stage, e.g. 16,32,64,128 (with --depths)")
@@ -23,6 +25,7 @@ std::shared_ptr<models::ConvNeXt> make_model(const ModelSpec& spec, models::Conv
     for (size_t i = 0; i < 4; ++i)
         CNX_CHECK(spec.depths[i] >= 0 && spec.dims[i] > 0, "--depths/--dims: stage ", i, " has depth ",
                   spec.depths[i], " and dim ", spec.dims[i]);
+    options = models::model_options(spec.name, options);  // the family's block
     options.depths = spec.depths;
     options.dims = spec.dims;
     return std::make_shared<models::ConvNeXt>(options);

@@ -14,7 +14,8 @@
 
 namespace cnx::app {
 
-// A named variant, or with --depths/--dims given (both, four values each) a custom ConvNeXt.
+// A named variant, or with --depths/--dims given (both, four values each) a custom model of the
+// named variant's family.
 struct ModelSpec {
     std::string name = "convnext_tiny";
     std::vector<int64_t> depths, dims;

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/meta.h"
 
 namespace cnx {
 
@@ -40,9 +41,11 @@ inline std::string shape_str(const Shape& s) {
 // Runs the body with `scalar_t` bound to float or double according to a runtime dtype:
 //   CNX_DISPATCH(x.dtype(), "gelu", { gelu_forward<scalar_t>(...); });
 // Keep kernels (and their #pragma omp lines) in templates outside the macro: a #pragma cannot
-// appear inside a macro argument.
+// appear inside a macro argument. In meta mode (core/meta.h) the body is skipped: every kernel
+// behind this macro becomes a no-op and ops return their shape-only outputs.
 #define CNX_DISPATCH(DTYPE, OPNAME, ...)                                   \
     do {                                                                   \
+        if (::cnx::meta_mode()) break;                                     \
         switch (DTYPE) {                                                   \
             case ::cnx::DType::F32: { using scalar_t = float; __VA_ARGS__ } break;  \
             case ::cnx::DType::F64: { using scalar_t = double; __VA_ARGS__ } break; \

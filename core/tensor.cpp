@@ -7,13 +7,12 @@
 #include "core/rng.h"
 
 namespace cnx {
-
 Tensor Tensor::empty(const Shape& shape, DType dtype) {
     for (auto d : shape) CNX_CHECK(d >= 0, "empty: negative dimension in shape ", shape_str(shape));
     auto impl = std::make_shared<TensorImpl>();
     impl->shape = shape;
     impl->dtype = dtype;
-    impl->storage = std::make_shared<Storage>(shape_numel(shape) * dtype_size(dtype));
+    if (!meta_mode()) impl->storage = std::make_shared<Storage>(shape_numel(shape) * dtype_size(dtype));
     return Tensor(impl);
 }
 
@@ -33,6 +32,7 @@ int64_t Tensor::size(int64_t d) const {
 
 void* Tensor::raw_data() {
     check_defined("raw_data");
+    CNX_CHECK(impl_->storage, "tensor ", str(), " is a meta tensor (shape only): it has no data");
     return static_cast<char*>(impl_->storage->data) + impl_->offset * dtype_size(impl_->dtype);
 }
 const void* Tensor::raw_data() const { return const_cast<Tensor*>(this)->raw_data(); }
@@ -83,14 +83,18 @@ Tensor Tensor::detach() const {
 }
 
 Tensor Tensor::clone() const {
+    MetaGuard meta_in_meta_out(meta_mode() || is_meta());
     Tensor out = Tensor::empty(shape(), dtype());
+    if (out.is_meta()) return out;
     std::memcpy(out.raw_data(), raw_data(), nbytes());
     return out;
 }
 
 Tensor Tensor::to(DType d) const {
     if (d == dtype()) return clone();
+    MetaGuard meta_in_meta_out(meta_mode() || is_meta());
     Tensor out = Tensor::empty(shape(), d);
+    if (out.is_meta()) return out;
     copy_(out, *this);
     return out;
 }
@@ -132,6 +136,7 @@ double Tensor::item() const {
 }
 
 std::vector<double> Tensor::to_vector() const {
+    CNX_CHECK(!is_meta(), "to_vector: tensor ", str(), " is a meta tensor (shape only): it has no data");
     std::vector<double> v(numel());
     CNX_DISPATCH(dtype(), "to_vector", {
         const scalar_t* p = data<scalar_t>();
@@ -143,7 +148,7 @@ std::vector<double> Tensor::to_vector() const {
 const std::string& Tensor::name() const { check_defined("name"); return impl_->name; }
 void Tensor::set_name(const std::string& n) { check_defined("set_name"); impl_->name = n; }
 bool Tensor::same_storage(const Tensor& o) const {
-    return impl_ && o.impl_ && impl_->storage == o.impl_->storage;
+    return impl_ && o.impl_ && impl_->storage && impl_->storage == o.impl_->storage;
 }
 std::string Tensor::str() const {
     if (!impl_) return "undefined";
@@ -156,6 +161,7 @@ std::string Tensor::str() const {
 // ---- creation ----
 Tensor zeros(const Shape& shape, DType dtype) {
     Tensor t = Tensor::empty(shape, dtype);
+    if (t.is_meta()) return t;
     std::memset(t.raw_data(), 0, t.nbytes());
     return t;
 }
@@ -196,11 +202,13 @@ Tensor randn(const Shape& shape, DType dtype, Generator* gen) {
 }
 Tensor from_buffer(const float* data, const Shape& shape) {
     Tensor t = Tensor::empty(shape, DType::F32);
+    if (t.is_meta()) return t;
     std::memcpy(t.raw_data(), data, t.nbytes());
     return t;
 }
 Tensor from_buffer(const double* data, const Shape& shape) {
     Tensor t = Tensor::empty(shape, DType::F64);
+    if (t.is_meta()) return t;
     std::memcpy(t.raw_data(), data, t.nbytes());
     return t;
 }
@@ -227,6 +235,7 @@ void fill_(Tensor& t, double value) {
 
 void copy_(Tensor& dst, const Tensor& src) {
     CNX_CHECK(dst.numel() == src.numel(), "copy_: ", src.str(), " into ", dst.str());
+    if (meta_mode()) return;
     if (dst.dtype() == src.dtype()) {
         std::memcpy(dst.raw_data(), src.raw_data(), dst.nbytes());
         return;

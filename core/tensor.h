@@ -14,8 +14,14 @@ namespace cnx {
 struct Node;
 class Generator;
 
+// What an nn::Module says about a tensor it registered as a parameter; parameter groups read it.
+struct ParamAttributes {
+    int layer_id = -1;             // layer-wise lr decay id; -1: none assigned
+    bool no_weight_decay = false;  // excluded from weight decay whatever its shape and name
+};
+
 struct TensorImpl {
-    std::shared_ptr<Storage> storage;
+    std::shared_ptr<Storage> storage;  // null for a meta tensor (shape only, see core/meta.h)
     int64_t offset = 0;  // in elements
     Shape shape;
     DType dtype = DType::F32;
@@ -23,6 +29,7 @@ struct TensorImpl {
     std::shared_ptr<TensorImpl> grad;  // accumulated by backward() on leaves
     std::shared_ptr<Node> grad_fn;     // set on outputs of recorded ops
     std::string name;                  // optional, used in error messages (parameters)
+    ParamAttributes param;
 };
 
 class Tensor {
@@ -30,10 +37,11 @@ public:
     Tensor() = default;
     explicit Tensor(std::shared_ptr<TensorImpl> impl) : impl_(std::move(impl)) {}
 
-    // Uninitialised memory of the given shape.
+    // Uninitialised memory of the given shape (a meta tensor in meta mode).
     static Tensor empty(const Shape& shape, DType dtype = DType::F32);
 
     bool defined() const { return impl_ != nullptr; }
+    bool is_meta() const { return impl_ && !impl_->storage; }  // shape only, no data
     const Shape& shape() const;
     int64_t dim() const { return (int64_t)shape().size(); }
     int64_t size(int64_t d) const;  // negative d counts from the end
@@ -106,6 +114,7 @@ void add_inplace(Tensor& dst, const Tensor& src, double alpha = 1.0);
 // ---- template definitions ----
 template <class T> T* Tensor::data() {
     check_defined("data");
+    CNX_CHECK(impl_->storage, "tensor ", str(), " is a meta tensor (shape only): it has no data");
     CNX_CHECK(dtype_of<T>::value == impl_->dtype, "tensor ", str(), ": data<", dtype_name(dtype_of<T>::value),
               "> on a ", dtype_name(impl_->dtype), " tensor");
     return static_cast<T*>(impl_->storage->data) + impl_->offset;

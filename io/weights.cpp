@@ -36,8 +36,12 @@ LoadedWeights read_weights(const std::string& path, const WeightsOptions& option
         out.tensors = load_safetensors(path, DType::F32, /*keep_f64=*/true).tensors;
     }
     out.tensors = strip_module_prefix(out.tensors);
-    out.source_names = detect_name_style(out.tensors);
-    if (options.official_names) out.tensors = rename_to(out.tensors, NameStyle::Official);
+    std::shared_ptr<const NameMap> names =
+        options.model ? std::make_shared<const NameMap>(*options.model) : NameMap::registered();
+    std::vector<std::string> keys;
+    for (auto& [n, t] : out.tensors) keys.push_back(n);
+    out.source_names = names->detect(keys);
+    if (options.official_names) out.tensors = names->rename(out.tensors, NameStyle::Official);
     return out;
 }
 

@@ -1,9 +1,9 @@
 #pragma once
 // One entry point for pretrained weights, whatever their container: a PyTorch checkpoint
 // (.pth/.pt, detected by its zip signature rather than its extension, read through io/pth.h) or a
-// safetensors file. Names come back in the official ConvNeXt spelling (io/key_names.h): timm
-// names are mapped and a DistributedDataParallel "module." prefix is dropped, so the result loads
-// straight into a model's load_state_dict.
+// safetensors file. Names come back in the official ConvNeXt spelling (io/key_names.h): timm and
+// torchvision names are mapped and a DistributedDataParallel "module." prefix is dropped, so the
+// result loads straight into a model's load_state_dict.
 //
 //   auto sd = io::load_weights("convnext_tiny.pth");                 // or .safetensors
 //   model->load_state_dict(sd);
@@ -17,7 +17,10 @@ namespace cnx::io {
 
 struct WeightsOptions {
     std::string key;              // .pth only: top-level entry ("model_ema", ...); "" = auto
-    bool official_names = true;   // map timm names to official ones
+    bool official_names = true;   // map other spellings to the official one
+    // The model the weights are for: its own name maps (its tree) detect and rename the names;
+    // null: every registered model's.
+    const nn::Module* model = nullptr;
 };
 
 struct LoadedWeights {

@@ -78,8 +78,8 @@ DropPath::DropPath(double prob, Generator* g) : Module("DropPath"), p(prob), gen
 
 Tensor DropPath::forward(const Tensor& x) { return drop_path(x, p, is_training(), gen); }
 
-void ModuleContainer::push_back(std::shared_ptr<Module> m) {
-    register_module(std::to_string(items_.size()), m);
+void ModuleContainer::push_back(std::shared_ptr<Module> m, const Aliases& aliases) {
+    register_module(std::to_string(items_.size()), m, aliases);
     items_.push_back(std::move(m));
 }
 
@@ -94,7 +94,7 @@ Sequential::Sequential(std::initializer_list<std::shared_ptr<Module>> modules) :
 
 Tensor Sequential::forward(const Tensor& x) {
     Tensor y = x;
-    for (auto& m : items_) y = m->forward(y);
+    for (auto& m : items_) y = (*m)(y);
     return y;
 }
 

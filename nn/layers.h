@@ -68,7 +68,7 @@ public:
 // Submodules named "0", "1", ... in insertion order; the shared part of Sequential and ModuleList.
 class ModuleContainer : public Module {
 public:
-    void push_back(std::shared_ptr<Module> m);
+    void push_back(std::shared_ptr<Module> m, const Aliases& aliases = {});
     size_t size() const { return items_.size(); }
     const std::shared_ptr<Module>& operator[](size_t i) const;
     // Typed access: seq.get<Conv2d>(0). Throws when item i is of another type.

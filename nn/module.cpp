@@ -13,14 +13,24 @@ void check_name(const std::string& name, const char* what, const std::string& ty
     CNX_CHECK(name.find('.') == std::string::npos, type, ": ", what, " name '", name, "' contains a dot");
 }
 
-template <class V>
-auto find_entry(V& entries, const std::string& name) -> decltype(entries.begin()) {
+template <class V, class K>
+auto find_entry(V& entries, const K& name) -> decltype(entries.begin()) {
     for (auto it = entries.begin(); it != entries.end(); ++it)
         if (it->first == name) return it;
     return entries.end();
 }
 
 }  // namespace
+
+bool same_up_to_unit_dims(const Shape& a, const Shape& b) {
+    if (a == b) return true;
+    Shape sa, sb;
+    for (auto d : a)
+        if (d != 1) sa.push_back(d);
+    for (auto d : b)
+        if (d != 1) sb.push_back(d);
+    return sa == sb;
+}
 
 std::string LoadReport::str() const {
     std::ostringstream os;
@@ -43,23 +53,47 @@ std::string Module::path_prefix() const {
 
 Tensor Module::forward(const Tensor&) { fail(type_name_, ": this module has no single-tensor forward"); }
 
-Tensor Module::register_parameter(const std::string& name, Tensor t, bool requires_grad) {
+Tensor Module::operator()(const Tensor& x) {
+    Tensor y = forward(x);
+    if (!forward_hooks_.empty()) {
+        auto hooks = forward_hooks_;  // a hook may remove itself
+        for (auto& [handle, hook] : hooks) hook(*this, x, y);
+    }
+    return y;
+}
+
+int Module::register_forward_hook(ForwardHook hook) {
+    CNX_CHECK(hook != nullptr, type_name_, ": forward hook is empty");
+    forward_hooks_.emplace_back(next_hook_, std::move(hook));
+    return next_hook_++;
+}
+
+void Module::remove_forward_hook(int handle) {
+    auto it = find_entry(forward_hooks_, handle);
+    CNX_CHECK(it != forward_hooks_.end(), type_name_, ": no forward hook with handle ", handle);
+    forward_hooks_.erase(it);
+}
+
+Tensor Module::register_parameter(const std::string& name, Tensor t, const ParamOptions& options) {
     check_name(name, "parameter", type_name_);
     CNX_CHECK(t.defined(), type_name_, ": parameter '", name, "' is undefined");
     CNX_CHECK(find_entry(children_, name) == children_.end(), type_name_, ": '", name, "' is already a submodule");
     // A parameter is a leaf of its own, never a view into an op's history.
     if (!t.is_leaf()) t = t.detach();
-    t.requires_grad_(requires_grad);
+    t.requires_grad_(options.requires_grad());
     t.set_name(path_prefix() + name);
+    t.impl()->param.no_weight_decay = options.no_weight_decay();
+    t.impl()->param.layer_id = layer_id();
     auto it = find_entry(params_, name);
     if (it != params_.end())
         it->second = t;
     else
         params_.emplace_back(name, t);
+    for (auto& a : options.aliases()) add_alias(name, a);
     return t;
 }
 
-Tensor Module::register_buffer(const std::string& name, Tensor t) {
+Tensor Module::register_buffer(const std::string& name, Tensor t, const Aliases& aliases) {
     check_name(name, "buffer", type_name_);
     CNX_CHECK(t.defined(), type_name_, ": buffer '", name, "' is undefined");
     CNX_CHECK(find_entry(children_, name) == children_.end(), type_name_, ": '", name, "' is already a submodule");
@@ -69,7 +103,93 @@ Tensor Module::register_buffer(const std::string& name, Tensor t) {
         it->second = t;
     else
         buffers_.emplace_back(name, t);
+    for (auto& a : aliases) add_alias(name, a);
     return t;
+}
+
+void Module::add_alias(const std::string& local_name, const Alias& alias) {
+    CNX_CHECK(find_entry(params_, local_name) != params_.end() || find_entry(buffers_, local_name) != buffers_.end() ||
+                  find_entry(children_, local_name) != children_.end(),
+              type_name_, ": alias for '", local_name, "', which is not registered here");
+    CNX_CHECK(!alias.style.empty(), type_name_, ": alias '", alias.name, "' for '", local_name, "' names no style");
+    const bool is_module = find_entry(children_, local_name) != children_.end();
+    CNX_CHECK(is_module || !alias.name.empty(), type_name_, ": the ", alias.style, " alias of '", local_name,
+              "' is empty (only a submodule can be transparent)");
+    CNX_CHECK(alias.shape.empty() || !is_module, type_name_, ": submodule '", local_name,
+              "' cannot have an alias shape");
+    CNX_CHECK(alias.name.empty() || (alias.name.front() != '.' && alias.name.back() != '.' &&
+                                     alias.name.find("..") == std::string::npos),
+              type_name_, ": alias '", alias.name, "' for '", local_name, "' has an empty path segment");
+    for (auto& [n, a] : aliases_)
+        if (n == local_name && a.style == alias.style) {
+            a = alias;
+            return;
+        }
+    aliases_.emplace_back(local_name, alias);
+}
+
+const Alias* Module::find_alias(const std::string& local_name, const std::string& style) const {
+    for (auto& [n, a] : aliases_)
+        if (n == local_name && a.style == style) return &a;
+    return nullptr;
+}
+
+namespace {
+std::string join_path(const std::string& a, const std::string& b) {
+    if (a.empty()) return b;
+    if (b.empty()) return a;
+    return a + "." + b;
+}
+}  // namespace
+
+void Module::collect_names(const std::string& style, const std::string& prefix, const std::string& styled_prefix,
+                           std::vector<StateName>& out) const {
+    auto add = [&](const NamedTensors& entries) {
+        for (auto& [n, t] : entries) {
+            const Alias* a = find_alias(n, style);
+            StateName s{prefix + n, join_path(styled_prefix, a ? a->name : n), t.shape(), t.shape()};
+            if (a && !a->shape.empty()) s.styled_shape = a->shape;
+            out.push_back(std::move(s));
+        }
+    };
+    add(params_);
+    add(buffers_);
+    for (auto& [n, c] : children_) {
+        const Alias* a = find_alias(n, style);
+        c->collect_names(style, prefix + n + ".", join_path(styled_prefix, a ? a->name : n), out);
+    }
+}
+
+std::vector<StateName> Module::state_dict_names(const std::string& style) const {
+    std::vector<StateName> out;
+    collect_names(style, "", "", out);
+    return out;
+}
+
+std::vector<std::string> Module::naming_styles() const {
+    std::set<std::string> styles;
+    for (auto& [n, a] : aliases_) styles.insert(a.style);
+    for (auto& [n, c] : children_)
+        for (auto& s : c->naming_styles()) styles.insert(s);
+    return {styles.begin(), styles.end()};
+}
+
+int Module::layer_id() const {
+    for (const Module* m = this; m; m = m->parent_)
+        if (m->layer_id_ >= 0) return m->layer_id_;
+    return -1;
+}
+
+void Module::set_layer_id(int id) {
+    CNX_CHECK(id >= 0, type_name_, ": layer id must be >= 0, got ", id);
+    layer_id_ = id;
+    stamp_layer_ids(id);
+}
+
+void Module::stamp_layer_ids(int inherited) {
+    const int own = layer_id_ >= 0 ? layer_id_ : inherited;
+    for (auto& [n, t] : params_) t.impl()->param.layer_id = own;
+    for (auto& [n, c] : children_) c->stamp_layer_ids(own);
 }
 
 void Module::add_child(const std::string& name, std::shared_ptr<Module> m) {
@@ -81,6 +201,7 @@ void Module::add_child(const std::string& name, std::shared_ptr<Module> m) {
     m->parent_ = this;
     m->local_name_ = name;
     m->rename_tensors(path_prefix() + name + ".");
+    m->stamp_layer_ids(layer_id());
     auto it = find_entry(children_, name);
     if (it != children_.end())
         it->second = std::move(m);
@@ -202,7 +323,7 @@ LoadReport Module::load_state_dict(const std::map<std::string, Tensor>& state, b
         }
         const Tensor& src = it->second;
         CNX_CHECK(src.defined(), "load_state_dict: value for '", n, "' is undefined");
-        if (src.shape() != dst.shape()) {
+        if (!same_up_to_unit_dims(src.shape(), dst.shape())) {
             report.mismatched.push_back({n, dst.shape(), src.shape()});
             continue;
         }

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "core/autograd.h"
+#include "core/meta.h"
 #include "ops/depthwise_conv2d.h"
 #include "ops/gemm.h"
 #include "ops/parallel.h"
@@ -249,6 +250,7 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int str
     const ConvGeom geo = check_and_geometry("conv2d", x, weight, bias, stride, padding, groups);
     if (groups > 1 && groups == geo.Cin && groups == geo.Cout)
         return depthwise_conv2d(x, weight, bias, stride, padding);
+    count_macs("conv2d", geo.M() * geo.Cout * geo.K());
     Tensor y = Tensor::empty({geo.N, geo.Ho, geo.Wo, geo.Cout}, x.dtype());
     CNX_DISPATCH(x.dtype(), "conv2d", {
         conv_forward<scalar_t>(x.data<scalar_t>(), weight.data<scalar_t>(),

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "core/autograd.h"
+#include "core/meta.h"
 #include "ops/parallel.h"
 
 namespace cnx {
@@ -453,6 +454,7 @@ DwGeom check_and_geometry(const Tensor& x, const Tensor& weight, const Tensor& b
 
 Tensor depthwise_conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int stride, int padding) {
     const DwGeom geo = check_and_geometry(x, weight, bias, stride, padding);
+    count_macs("depthwise_conv2d", geo.macs());
     Tensor y = Tensor::empty({geo.N, geo.Ho, geo.Wo, geo.C}, x.dtype());
     CNX_DISPATCH(x.dtype(), "depthwise_conv2d", {
         std::vector<scalar_t> wt(geo.kh * geo.kw * geo.C);

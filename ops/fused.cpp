@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "core/autograd.h"
+#include "core/meta.h"
 #include "ops/gemm.h"
 
 namespace cnx {
@@ -130,6 +131,7 @@ Tensor convnext_mlp(const Tensor& u, const Tensor& w1, const Tensor& b1, const T
         CNX_CHECK(residual.shape() == u.shape() && residual.dtype() == u.dtype(), "convnext_mlp: residual ",
                   residual.str(), " should match input ", u.str());
     const MlpDims d{C ? u.numel() / C : 0, C, H};
+    count_macs("convnext_mlp", 2 * d.M * C * H);
     const bool grad = autograd::needs_grad({u, w1, b1, w2, b2, gamma, residual});
     Tensor out = Tensor::empty(u.shape(), u.dtype());
     Tensor h = Tensor::empty({d.M, H}, u.dtype());  // the pre-activation: saved for backward

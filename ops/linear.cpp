@@ -4,6 +4,7 @@
 #include "ops/linear.h"
 
 #include "core/autograd.h"
+#include "core/meta.h"
 #include "ops/gemm.h"
 
 namespace cnx {
@@ -70,6 +71,7 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
     CNX_CHECK(b.size(0) == K, "matmul: shapes ", shape_str(a.shape()), " and ", shape_str(b.shape()),
               " cannot be multiplied (", K, " != ", b.size(0), ")");
     const int64_t M = leading_rows(a.shape());
+    count_macs("matmul", M * K * N);
     Tensor y = Tensor::empty(with_last(a.shape(), N), a.dtype());
     CNX_DISPATCH(a.dtype(), "matmul",
                  { matmul_forward<scalar_t>(y.data<scalar_t>(), a.data<scalar_t>(), b.data<scalar_t>(), M, K, N); });
@@ -110,6 +112,7 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
                   " does not match weight ", shape_str(weight.shape()), " (expected [", out, "])");
     }
     const int64_t M = leading_rows(x.shape());
+    count_macs("linear", M * in * out);
     Tensor y = Tensor::empty(with_last(x.shape(), out), x.dtype());
     CNX_DISPATCH(x.dtype(), "linear", {
         linear_forward<scalar_t>(y.data<scalar_t>(), x.data<scalar_t>(), weight.data<scalar_t>(),

@@ -7,42 +7,56 @@
 namespace cnx::optim {
 
 namespace {
-// Reads the decimal number starting at `pos` (which must be followed by '.' or the end).
-int read_index(const std::string& name, size_t pos) {
-    size_t end = pos;
-    while (end < name.size() && std::isdigit((unsigned char)name[end])) ++end;
-    CNX_CHECK(end > pos && end - pos <= 6 && (end == name.size() || name[end] == '.'),
-              "convnext_layer_id: cannot read a stage/block number at position ", pos, " of '", name, "'");
-    return std::stoi(name.substr(pos, end - pos));
-}
 
-bool starts_with(const std::string& s, const std::string& prefix) { return s.compare(0, prefix.size(), prefix) == 0; }
 bool ends_with(const std::string& s, const std::string& suffix) {
     return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
+
+std::vector<std::string> split_dots(const std::string& s) {
+    std::vector<std::string> parts;
+    size_t start = 0;
+    for (size_t dot; (dot = s.find('.', start)) != std::string::npos; start = dot + 1)
+        parts.push_back(s.substr(start, dot - start));
+    parts.push_back(s.substr(start));
+    return parts;
+}
+
+// A stage or block number: 1 to 6 decimal digits.
+int read_index(const std::string& part, const std::string& name) {
+    bool digits = !part.empty() && part.size() <= 6;
+    for (char c : part) digits = digits && std::isdigit((unsigned char)c);
+    CNX_CHECK(digits, "convnext_layer_id: cannot read a stage/block number '", part, "' in '", name, "'");
+    return std::stoi(part);
+}
+
 }  // namespace
 
+int convnext_downsample_layer_id(int stage, int num_layers) {
+    if (stage == 0) return 0;
+    if (stage == 1 || stage == 2) return stage + 1;
+    if (stage == 3) return num_layers;
+    fail("convnext_layer_id: downsample stage ", stage, " out of range (0..3)");
+}
+
+int convnext_block_layer_id(int stage, int block, int num_layers) {
+    CNX_CHECK(block >= 0, "convnext_layer_id: negative block number ", block);
+    if (stage == 0 || stage == 1) return stage + 1;
+    if (stage == 2) return 3 + block / 3;
+    if (stage == 3) return num_layers;
+    fail("convnext_layer_id: stage ", stage, " out of range (0..3)");
+}
+
 int convnext_layer_id(const std::string& name, int num_layers) {
-    if (starts_with(name, "downsample_layers")) {
-        CNX_CHECK(name.size() > 18 && name[17] == '.', "convnext_layer_id: bad parameter name '", name, "'");
-        const int stage = read_index(name, 18);
-        if (stage == 0) return 0;
-        if (stage == 1 || stage == 2) return stage + 1;
-        if (stage == 3) return num_layers;
-        fail("convnext_layer_id: stage ", stage, " out of range in '", name, "'");
+    const auto p = split_dots(name);
+    if (p[0] == "downsample_layers") {
+        CNX_CHECK(p.size() >= 2, "convnext_layer_id: no stage number in '", name, "'");
+        return convnext_downsample_layer_id(read_index(p[1], name), num_layers);
     }
-    if (starts_with(name, "stages")) {
-        CNX_CHECK(name.size() > 7 && name[6] == '.', "convnext_layer_id: bad parameter name '", name, "'");
-        const int stage = read_index(name, 7);
-        const size_t block_pos = name.find('.', 7);
-        CNX_CHECK(block_pos != std::string::npos, "convnext_layer_id: no block number in '", name, "'");
-        const int block = read_index(name, block_pos + 1);
-        if (stage == 0 || stage == 1) return stage + 1;
-        if (stage == 2) return 3 + block / 3;
-        if (stage == 3) return num_layers;
-        fail("convnext_layer_id: stage ", stage, " out of range in '", name, "'");
+    if (p[0] == "stages") {
+        CNX_CHECK(p.size() >= 3, "convnext_layer_id: no block number in '", name, "'");
+        return convnext_block_layer_id(read_index(p[1], name), read_index(p[2], name), num_layers);
     }
-    return num_layers + 1;
+    return convnext_head_layer_id(num_layers);
 }
 
 std::vector<ParamGroup> get_params_groups(const NamedTensors& named_params, const ParamGroupOptions& o) {
@@ -71,11 +85,13 @@ std::vector<ParamGroup> get_params_groups(const NamedTensors& named_params, cons
         const Tensor& p = kv.second;
         CNX_CHECK(p.defined(), "get_params_groups: parameter '", name, "' is undefined");
         if (!p.requires_grad()) continue;  // frozen
-        const bool no_decay = p.dim() == 1 || ends_with(name, ".bias") || o.skip_list.count(name);
+        const bool no_decay = p.dim() == 1 || ends_with(name, ".bias") || o.skip_list.count(name) ||
+                              p.impl()->param.no_weight_decay;
         std::string gname = no_decay ? "no_decay" : "decay";
         double scale = 1.0;
         if (layered) {
-            const int layer = convnext_layer_id(name, o.num_layers);
+            const int own = p.impl()->param.layer_id;
+            const int layer = own >= 0 ? own : convnext_layer_id(name, o.num_layers);
             gname = "layer_" + std::to_string(layer) + "_" + gname;
             scale = std::pow(o.layer_decay, (double)(o.num_layers + 1 - layer));
         }

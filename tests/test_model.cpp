@@ -8,17 +8,25 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <sstream>
 
 #include "core/autograd.h"
 #include "core/gradcheck.h"
+#include "core/meta.h"
 #include "core/rng.h"
 #include "core/threads.h"
+#include "io/key_names.h"
+#include "io/pth.h"
 #include "io/safetensors.h"
+#include "io/weights.h"
 #include "models/convnext.h"
 #include "nn/init.h"
 #include "ops/ops.h"
+#include "optim/param_groups.h"
 
 using namespace cnx;
 using models::ConvNeXt;
@@ -78,7 +86,7 @@ std::string run_command(const std::string& cmd, int* exit_code) {
 
 // Sets every parameter to an O(1) random value (gamma and LayerNorm scales around 1), so in a
 // gradient check no block is negligible and no gradient is trivially small.
-void randomize(ConvNeXt& m, uint64_t seed) {
+void randomize_params(nn::Module& m, uint64_t seed) {
     Generator gen(seed);
     for (auto& [n, p] : m.named_parameters()) {
         Tensor t = p;
@@ -90,6 +98,8 @@ void randomize(ConvNeXt& m, uint64_t seed) {
             nn::init::normal_(t, 0.0, 0.3, &gen);
     }
 }
+
+void randomize(ConvNeXt& m, uint64_t seed) { randomize_params(m, seed); }
 
 }  // namespace
 
@@ -443,4 +453,344 @@ TEST_CASE("convnext info reports exact parameters and MACs for every variant", "
     CHECK_THAT(err, Catch::Contains("unknown model 'convnext_mega'") && Catch::Contains("convnext_atto"));
     run_command(std::string(CONVNEXT_CLI) + " info 2>&1", &code);
     CHECK(code == 2);  // usage error: --model is required
+}
+
+// ---- the registry, and everything derived from the module tree ----
+
+namespace {
+
+// A Linear whose forward doubles its output: a user's subclass the fused path must not bypass.
+struct DoublingLinear : nn::Linear {
+    using nn::Linear::Linear;
+    Tensor forward(const Tensor& x) override { return mul(nn::Linear::forward(x), 2.0); }
+};
+
+// The unfused block, written out from public pieces: what every non-fused forward must equal.
+Tensor block_reference(models::Block& b, const Tensor& x) {
+    Tensor y = b.norm->forward(b.dwconv->forward(x));
+    y = b.pwconv2->forward(b.act->forward(b.pwconv1->forward(y)));
+    if (b.gamma.defined()) y = mul(y, b.gamma);
+    return add(x, b.drop_path->forward(y));
+}
+
+std::shared_ptr<ConvNeXt> meta_model(const std::string& name, const ConvNeXtOptions& o = {}) {
+    MetaGuard meta;
+    return models::create_model(name, o);
+}
+
+}  // namespace
+
+TEST_CASE("registry: every name builds; a meta build has the real build's names, shapes and counts",
+          "[model][registry]") {
+    const auto names = models::model_names();
+    REQUIRE(names.size() >= 9);
+    for (auto& n : names) CHECK(models::has_model(n));
+    CHECK_FALSE(models::has_model("convnext_mega"));
+    for (const auto& name : names) {
+        INFO(name);
+        auto meta = meta_model(name);
+        for (auto& [n, t] : meta->state_dict()) REQUIRE(t.is_meta());
+        CHECK(meta->num_parameters() == models::count_parameters(models::model_options(name)));
+        // Real builds of the variants up to tiny (the larger ones take gigabytes to allocate).
+        if (meta->num_parameters() > 30'000'000) continue;
+        auto real = models::create_model(name);
+        auto a = meta->state_dict(), b = real->state_dict();
+        REQUIRE(a.size() == b.size());
+        for (size_t i = 0; i < a.size(); ++i) {
+            CHECK(a[i].first == b[i].first);
+            CHECK(a[i].second.shape() == b[i].second.shape());
+            CHECK(a[i].second.requires_grad() == b[i].second.requires_grad());
+            CHECK(a[i].second.impl()->param.layer_id == b[i].second.impl()->param.layer_id);
+            CHECK_FALSE(b[i].second.is_meta());
+        }
+        CHECK(real->num_parameters() == meta->num_parameters());
+    }
+    CHECK_THROWS_WITH(models::model_options("nope"),
+                      Catch::Contains("unknown model 'nope'") && Catch::Contains("convnext_atto"));
+}
+
+TEST_CASE("registry: a name registered with its own block factory builds through create_model",
+          "[model][registry]") {
+    // A "family" whose blocks double their MLP's first layer: everything but the block is V1's.
+    models::ModelVariant v;
+    v.depths = {1, 1, 1, 1};
+    v.dims = {8, 16, 24, 32};
+    v.block = [](const models::BlockArgs& a) {
+        auto b = std::make_shared<models::Block>(a.dim, a.drop_path, a.options.layer_scale_init_value, a.gen);
+        b->pwconv1 = b->register_module("pwconv1", std::make_shared<DoublingLinear>(a.dim, 4 * a.dim, true, a.gen));
+        return b;
+    };
+    if (!models::has_model("test_doubling_micro")) models::register_model("test_doubling_micro", v);
+    CHECK_THROWS_WITH(models::register_model("test_doubling_micro", v), Catch::Contains("already registered"));
+    CHECK_THROWS_WITH(models::register_model("test_bad", models::ModelVariant{{1, 1}, {8, 8}, nullptr}),
+                      Catch::Contains("4 depths"));
+    auto names = models::model_names();
+    CHECK(std::find(names.begin(), names.end(), "test_doubling_micro") != names.end());
+    ConvNeXtOptions o;
+    o.num_classes = 3;
+    auto m = models::create_model("test_doubling_micro", o);
+    auto block = m->stages->get<nn::Sequential>(2)->get<models::Block>(0);
+    CHECK(dynamic_cast<DoublingLinear*>(block->pwconv1.get()) != nullptr);
+    CHECK(m->forward(randn({1, 32, 32, 3})).shape() == Shape{1, 3});
+    // The parameter names, ids and aliases are the V1 ones: the replacement kept its slot's aliases.
+    CHECK(m->find("stages.2.0.pwconv1.weight").shape() == Shape{96, 24});
+    auto timm = m->state_dict_names("timm");
+    bool found = false;
+    for (auto& s : timm) found = found || s.styled == "stages.2.blocks.0.mlp.fc1.weight";
+    CHECK(found);
+}
+
+TEST_CASE("MACs and stage shapes come from the model's own forward", "[model][meta]") {
+    ConvNeXt m(small_options({1, 2, 3, 1}, {8, 16, 24, 32}, 6));
+    m.eval();
+    // A real forward counts what a shape-only forward counts.
+    int64_t real_total = 0;
+    std::map<std::string, int64_t> real_by_op;
+    {
+        NoGradGuard ng;
+        MacCounter real;
+        m.forward(randn({1, 64, 70, 3}));
+        real_total = real.total();
+        real_by_op = real.by_op();
+    }
+    auto cost = models::model_cost(m, 64, 70);
+    CHECK(real_total == cost.macs);
+    CHECK(real_by_op.at("linear") == cost.head_macs);
+    CHECK(real_by_op.count("convnext_mlp") == 1);
+    CHECK(real_by_op.count("depthwise_conv2d") == 1);
+    // ... which is the formula of the paper's table, and the same whether built for real or not.
+    auto meta = models::build_meta(m.options());
+    CHECK(models::model_cost(*meta, 64, 70).macs == cost.macs);
+    int64_t h = 16, w = 17, expected = h * w * 8 * 3 * 16;
+    const int64_t depth[] = {1, 2, 3, 1}, dim[] = {8, 16, 24, 32};
+    for (int i = 0; i < 4; ++i) {
+        if (i > 0) h /= 2, w /= 2, expected += h * w * dim[i] * dim[i - 1] * 4;
+        expected += depth[i] * h * w * (49 * dim[i] + 8 * dim[i] * dim[i]);
+        CHECK(cost.stages[i].height == h);
+        CHECK(cost.stages[i].width == w);
+        CHECK(cost.stages[i].depth == depth[i]);
+        CHECK(cost.stages[i].dim == dim[i]);
+    }
+    expected += 32 * 6;
+    CHECK(cost.macs == expected);
+    CHECK(cost.params == m.num_parameters());
+    CHECK(cost.head_params == 2 * 32 + 32 * 6 + 6);
+    // The shape-only forward left the model as it was: mode, no hooks, real parameters.
+    CHECK_FALSE(m.is_training());
+    m.train();
+    models::model_cost(m, 32, 32);
+    CHECK(m.is_training());
+    CHECK_FALSE((*m.stages)[0]->has_forward_hooks());
+    CHECK_FALSE(m.find("head.weight").is_meta());
+    CHECK_THROWS_WITH(models::model_cost(m, 31, 64), Catch::Contains("smaller than 32x32"));
+}
+
+TEST_CASE("meta mode: shapes without storage, errors on data, counters nest", "[model][meta]") {
+    MetaGuard meta;
+    auto m = models::create_model("convnext_xlarge");
+    CHECK(m->num_parameters() == 350196968);
+    Tensor w = m->find("stages.2.26.pwconv1.weight");
+    CHECK(w.is_meta());
+    CHECK(w.shape() == Shape{4096, 1024});
+    CHECK_THROWS_WITH(w.data<float>(), Catch::Contains("meta tensor") && Catch::Contains("stages.2.26.pwconv1.weight"));
+    CHECK_THROWS_WITH(w.to_vector(), Catch::Contains("meta tensor"));
+    MacCounter outer;
+    int64_t inner_total = 0;
+    {
+        MacCounter inner;
+        Tensor y = m->forward(Tensor::empty({2, 64, 64, 3}));
+        CHECK(y.is_meta());
+        CHECK(y.shape() == Shape{2, 1000});
+        inner_total = inner.total();
+    }
+    CHECK(outer.total() == inner_total);
+    CHECK(inner_total == 2 * models::model_cost(*m, 64, 64).macs);
+    // Ops still check their inputs in meta mode.
+    CHECK_THROWS_WITH(m->forward(Tensor::empty({2, 64, 64, 4})), Catch::Contains("NHWC [N, H, W, 3]"));
+}
+
+TEST_CASE("layer-decay ids come from the tree and match the official rule", "[model][optim]") {
+    auto m = meta_model("convnext_base");
+    int checked = 0;
+    for (auto& [name, p] : m->named_parameters()) {
+        INFO(name);
+        CHECK(p.impl()->param.layer_id == optim::convnext_layer_id(name));
+        ++checked;
+    }
+    CHECK(checked == (int)m->named_parameters().size());
+    // The groups from the module equal those a list of names without ids gets from the rule.
+    ConvNeXt small(small_options({2, 2, 7, 2}, {8, 8, 8, 8}, 3));
+    optim::ParamGroupOptions o;
+    o.weight_decay = 0.05;
+    o.layer_decay = 0.7;
+    auto from_tree = optim::get_params_groups(small, o);
+    optim::NamedTensors plain;
+    for (auto& [n, p] : small.named_parameters()) {
+        Tensor t = p.detach();
+        t.requires_grad_(true);
+        plain.emplace_back(n, t);
+    }
+    CHECK(plain.front().second.impl()->param.layer_id == -1);
+    auto from_names = optim::get_params_groups(plain, o);
+    REQUIRE(from_tree.size() == from_names.size());
+    for (size_t i = 0; i < from_tree.size(); ++i) {
+        CHECK(from_tree[i].name == from_names[i].name);
+        CHECK(from_tree[i].names == from_names[i].names);
+        CHECK(from_tree[i].lr_scale == from_names[i].lr_scale);
+    }
+    // A module replaced after construction takes its slot's id from its parent.
+    small.head = small.register_module("head", std::make_shared<nn::Linear>(8, 4));
+    CHECK(small.head->weight.impl()->param.layer_id == 13);
+    auto stage2 = small.stages->get<nn::Sequential>(2);
+    CHECK(stage2->get<models::Block>(6)->pwconv2->weight.impl()->param.layer_id == 5);
+}
+
+TEST_CASE("the fused block MLP runs only where its pattern holds", "[model][fusion]") {
+    SingleThread single;
+    Generator gen(7);
+    models::Block b(8, 0.0, 0.5, &gen);
+    randomize_params(b, 3);
+    b.eval();
+    Tensor x = randn({2, 9, 9, 8}, DType::F32, &gen);
+    NoGradGuard ng;
+    CHECK(b.mlp_fusable());
+    Tensor fused = b.forward(x);
+    Tensor reference = block_reference(b, x);
+    CHECK(max_abs(sub(fused, reference)) < 1e-5);
+
+    SECTION("a subclass of Linear runs its own forward") {
+        auto doubled = std::make_shared<DoublingLinear>(32, 8, true, &gen);
+        copy_(doubled->weight, b.pwconv2->weight);
+        copy_(doubled->bias, b.pwconv2->bias);
+        b.pwconv2 = b.register_module("pwconv2", doubled);
+        CHECK_FALSE(b.mlp_fusable());
+        Tensor y = b.forward(x);
+        CHECK(max_abs(sub(y, fused)) > 1e-3);  // the subclass changed the output
+        CHECK(max_abs(sub(y, block_reference(b, x))) < 1e-6);
+        // The residual branch doubled: y - x == 2 (fused - x).
+        CHECK(max_abs(sub(sub(y, x), mul(sub(fused, x), 2.0))) < 1e-5);
+    }
+    SECTION("a forward hook on a layer of the MLP sees it run") {
+        int calls = 0;
+        Shape seen;
+        int h = b.pwconv1->register_forward_hook([&](nn::Module&, const Tensor&, const Tensor& out) {
+            ++calls;
+            seen = out.shape();
+        });
+        CHECK_FALSE(b.mlp_fusable());
+        CHECK(max_abs(sub(b.forward(x), fused)) < 1e-5);
+        CHECK(calls == 1);
+        CHECK(seen == Shape{2, 9, 9, 32});
+        b.pwconv1->remove_forward_hook(h);
+        CHECK(b.mlp_fusable());
+    }
+    SECTION("tanh GELU and live drop path take the ordinary ops") {
+        b.act = b.register_module("act", std::make_shared<nn::GELU>("tanh"));
+        CHECK_FALSE(b.mlp_fusable());
+        CHECK(max_abs(sub(b.forward(x), block_reference(b, x))) < 1e-6);
+        models::Block d(8, 0.5, 0.5, &gen);
+        randomize_params(d, 4);
+        CHECK_FALSE(d.mlp_fusable());  // training mode, rate 0.5
+        default_generator().manual_seed(11);
+        Tensor y = d.forward(x);
+        default_generator().manual_seed(11);
+        CHECK(max_abs(sub(y, block_reference(d, x))) < 1e-6);
+        d.eval();
+        CHECK(d.mlp_fusable());
+    }
+}
+
+TEST_CASE("name maps come from the tree: round trips for every registered model", "[model][names]") {
+    for (const auto& name : models::model_names()) {
+        INFO(name);
+        auto m = meta_model(name);
+        io::NameMap map(*m);
+        auto sd = m->state_dict();
+        std::vector<std::string> official;
+        for (auto& [n, t] : sd) official.push_back(n);
+        CHECK(map.detect(official) == io::NameStyle::Official);
+        for (auto style : {io::NameStyle::Timm, io::NameStyle::Torchvision}) {
+            INFO(io::name_style_name(style));
+            io::NamedTensors styled = map.rename(sd, style);
+            std::set<std::string> unique;
+            std::vector<std::string> styled_names;
+            for (auto& [n, t] : styled) unique.insert(n), styled_names.push_back(n);
+            CHECK(unique.size() == sd.size());
+            CHECK(map.detect(styled_names) == style);
+            CHECK(io::NameMap::registered()->detect(styled_names) == style);
+            io::NamedTensors back = map.rename(styled, io::NameStyle::Official);
+            REQUIRE(back.size() == sd.size());
+            for (size_t i = 0; i < sd.size(); ++i) {
+                CHECK(back[i].first == sd[i].first);
+                CHECK(back[i].second.shape() == sd[i].second.shape());
+            }
+        }
+    }
+}
+
+TEST_CASE("torchvision: the tree's names are torchvision's, and its weights give its logits", "[model][names]") {
+    const std::string dir = CONVNEXT_SOURCE_DIR "/tests/fixtures/torchvision/";
+    std::ifstream f(dir + "names.json");
+    REQUIRE(f.good());
+    auto j = nlohmann::json::parse(f);
+    // Every name and stored shape of torchvision.models.convnext_tiny (torchvision lists the
+    // stages and downsamples interleaved; the official order lists the downsamples first).
+    auto tiny = meta_model("convnext_tiny");
+    std::map<std::string, Shape> got, want;
+    for (auto& s : tiny->state_dict_names("torchvision")) got[s.styled] = s.styled_shape;
+    for (auto& e : j.at("convnext_tiny")) want[e[0].get<std::string>()] = e[1].get<Shape>();
+    CHECK(got.size() == tiny->state_dict().size());
+    CHECK(got == want);
+
+    // A small torchvision ConvNeXt's weights through the loader: detected, renamed, reshaped.
+    auto cfg = j.at("small");
+    ConvNeXtOptions o = small_options(cfg.at("depths").get<std::vector<int64_t>>(),
+                                      cfg.at("dims").get<std::vector<int64_t>>(), cfg.at("num_classes").get<int64_t>());
+    ConvNeXt model(o);
+    io::WeightsOptions wo;
+    wo.model = &model;
+    io::LoadedWeights w = io::read_weights(dir + "small.pth", wo);
+    CHECK(w.source_names == io::NameStyle::Torchvision);
+    CHECK(io::read_weights(dir + "small.pth").source_names == io::NameStyle::Torchvision);
+    REQUIRE(model.load_state_dict(w.tensors, true).ok());
+    model.eval();
+    auto io_fx = io::load_safetensors(dir + "small.safetensors");
+    NoGradGuard ng;
+    std::string diff = compare("logits", model.forward(io_fx.get("input")), io_fx.get("logits"), 1e-4);
+    INFO(diff);
+    CHECK(diff.empty());
+
+    // Loaded as stored (layer_scale [C,1,1]) the values load too: size-1 dimensions do not matter.
+    auto raw = io::read_pth(dir + "small.pth").tensors;
+    ConvNeXt again(o);
+    auto renamed = io::NameMap(again).rename(raw, io::NameStyle::Official);
+    CHECK(again.load_state_dict(renamed, true).ok());
+    io::NamedTensors unsqueezed;
+    for (auto& [n, t] : renamed)
+        unsqueezed.emplace_back(n, n.size() > 6 && n.substr(n.size() - 6) == ".gamma" ? t.reshape({t.numel(), 1, 1}) : t);
+    CHECK(again.load_state_dict(unsqueezed, true).ok());
+    // Back to torchvision's spelling, layer_scale is [C,1,1] again.
+    auto back = io::NameMap(again).rename(again.state_dict(), io::NameStyle::Torchvision);
+    for (auto& [n, t] : back)
+        if (n == "features.1.0.layer_scale") CHECK(t.shape() == Shape{8, 1, 1});
+    CHECK(back.back().first == "classifier.2.bias");
+
+    // convert writes each spelling and reads any back.
+    const std::string official = "/tmp/cnx_test_tv_official.safetensors", tv = "/tmp/cnx_test_tv_back.safetensors";
+    int code = -1;
+    std::string out = run_command(std::string(CONVNEXT_CLI) + " convert " + dir + "small.pth " + official + " 2>&1", &code);
+    CHECK(code == 0);
+    CHECK_THAT(out, Catch::Contains("torchvision names"));
+    auto written = io::load_safetensors(official).tensors;
+    CHECK(io::detect_name_style(written) == io::NameStyle::Official);
+    CHECK(again.load_state_dict(written, true).ok());
+    run_command(std::string(CONVNEXT_CLI) + " convert " + official + " " + tv + " --names torchvision 2>&1", &code);
+    CHECK(code == 0);
+    std::map<std::string, Shape> tv_shapes;
+    for (auto& [n, t] : io::load_safetensors(tv).tensors) tv_shapes[n] = t.shape();
+    std::map<std::string, Shape> raw_shapes;
+    for (auto& [n, t] : raw) raw_shapes[n] = t.shape();
+    CHECK(tv_shapes == raw_shapes);
+    std::remove(official.c_str());
+    std::remove(tv.c_str());
 }

@@ -1,12 +1,15 @@
-// nn: Module bookkeeping (names, order, state_dict, load reports, modes, dtype), the layers
-// against direct computations, and the initialisers' distributions.
+// nn: Module bookkeeping (names, order, state_dict, load reports, modes, dtype, aliases, layer
+// ids, no-decay flags, forward hooks, meta builds), the layers against direct computations, and
+// the initialisers' distributions.
 #include <catch2/catch.hpp>
 #include <cmath>
 
 #include "core/autograd.h"
 #include "core/gradcheck.h"
+#include "core/meta.h"
 #include "nn/nn.h"
 #include "ops/ops.h"
+#include "optim/param_groups.h"
 
 using namespace cnx;
 
@@ -390,4 +393,154 @@ TEST_CASE("normal_, uniform_, constant_ and friends", "[nn][init]") {
     nn::init::zeros_(t);
     CHECK(t.to_vector()[49999] == 0.0);
     CHECK(nn::init::fan_in(Tensor::empty({8, 3, 4, 4})) == 48);
+}
+
+// ---- what a module declares beyond names and shapes: aliases, no-decay, layer ids, hooks ----
+
+namespace {
+
+// Like GRN's parameters: 4-D, [1, 1, 1, C], no weight decay, another library stores them 1-D.
+struct Scaled : nn::Module {
+    std::shared_ptr<nn::Linear> fc;
+    Tensor gain;
+    explicit Scaled(int64_t c) : Module("Scaled") {
+        fc = register_module("fc", std::make_shared<nn::Linear>(c, c), {{"lib", "proj"}});
+        gain = register_parameter("gain", ones({1, 1, 1, c}),
+                                  nn::ParamOptions().no_weight_decay().alias("lib", "weight", {c}));
+    }
+    Tensor forward(const Tensor& x) override { return mul((*fc)(x), gain); }
+};
+
+struct Holder : nn::Module {
+    std::shared_ptr<nn::ModuleList> items;
+    Holder() : Module("Holder") {
+        items = register_module("items", std::make_shared<nn::ModuleList>(), {{"lib", ""}});
+        items->push_back(std::make_shared<Scaled>(3), {{"lib", "first.inner"}});
+        items->push_back(std::make_shared<Scaled>(3));
+    }
+};
+
+}  // namespace
+
+TEST_CASE("aliases give every entry's name and stored shape in another style", "[nn][names]") {
+    Holder h;
+    auto own = h.state_dict_names("official");
+    auto lib = h.state_dict_names("lib");
+    REQUIRE(own.size() == 6);
+    REQUIRE(lib.size() == 6);
+    std::vector<std::string> want_own = {"items.0.gain", "items.0.fc.weight", "items.0.fc.bias",
+                                         "items.1.gain", "items.1.fc.weight", "items.1.fc.bias"};
+    std::vector<std::string> want_lib = {"first.inner.weight", "first.inner.proj.weight", "first.inner.proj.bias",
+                                         "1.weight",           "1.proj.weight",           "1.proj.bias"};
+    for (size_t i = 0; i < 6; ++i) {
+        CHECK(own[i].name == want_own[i]);
+        CHECK(own[i].styled == want_own[i]);
+        CHECK(lib[i].name == want_own[i]);
+        CHECK(lib[i].styled == want_lib[i]);
+    }
+    CHECK(lib[0].shape == Shape{1, 1, 1, 3});
+    CHECK(lib[0].styled_shape == Shape{3});
+    CHECK(lib[1].styled_shape == Shape{3, 3});
+    CHECK(h.naming_styles() == std::vector<std::string>{"lib"});
+
+    // A replacement keeps the aliases of its slot.
+    auto first = h.items->get<Scaled>(0);
+    first->fc = first->register_module("fc", std::make_shared<nn::Linear>(3, 3));
+    CHECK(h.state_dict_names("lib")[1].styled == "first.inner.proj.weight");
+
+    CHECK_THROWS_WITH(first->add_alias("nope", {"lib", "x"}), Catch::Contains("not registered"));
+    CHECK_THROWS_WITH(first->add_alias("gain", {"lib", ""}), Catch::Contains("only a submodule"));
+    CHECK_THROWS_WITH(first->add_alias("fc", {"lib", "a..b"}), Catch::Contains("empty path segment"));
+    CHECK_THROWS_WITH(first->add_alias("fc", {"", "x"}), Catch::Contains("names no style"));
+}
+
+TEST_CASE("load_state_dict takes values stored with other size-1 dimensions", "[nn][module]") {
+    Scaled a(4), b(4);
+    Tensor g = from_vector({1, 2, 3, 4}, {4});
+    nn::NamedTensors sd = {{"gain", g}, {"fc.weight", a.fc->weight.reshape({4, 4, 1, 1})}, {"fc.bias", a.fc->bias}};
+    CHECK(b.load_state_dict(sd).ok());
+    CHECK(b.gain.shape() == Shape{1, 1, 1, 4});
+    CHECK(b.gain.to_vector() == std::vector<double>{1, 2, 3, 4});
+    CHECK(max_abs_diff(b.fc->weight, a.fc->weight) == 0);
+    sd[0].second = zeros({2, 2});  // same numel, other sizes: still a mismatch
+    auto r = b.load_state_dict(sd, false);
+    REQUIRE(r.mismatched.size() == 1);
+    CHECK(r.mismatched[0].name == "gain");
+    CHECK(nn::same_up_to_unit_dims({4, 1, 1}, {1, 4}));
+    CHECK_FALSE(nn::same_up_to_unit_dims({4, 2}, {2, 4}));
+}
+
+TEST_CASE("no-decay parameters and layer ids reach the parameter groups", "[nn][optim]") {
+    Holder h;
+    h.items->get<Scaled>(1)->set_layer_id(2);
+    h.set_layer_id(7);  // the root's id: what has none of its own inherits it
+    auto named = h.named_parameters();
+    for (auto& [n, p] : named) {
+        INFO(n);
+        CHECK(p.impl()->param.layer_id == (n.rfind("items.1.", 0) == 0 ? 2 : 7));
+        CHECK(p.impl()->param.no_weight_decay == (n.size() > 4 && n.substr(n.size() - 4) == "gain"));
+    }
+    CHECK(h.items->get<Scaled>(0)->fc->layer_id() == 7);
+    // A module added later takes the id of where it lands.
+    h.items->push_back(std::make_shared<Scaled>(3));
+    CHECK(h.find("items.2.fc.weight").impl()->param.layer_id == 7);
+
+    auto plain = optim::get_params_groups(h, optim::ParamGroupOptions{});
+    REQUIRE(plain.size() == 2);
+    // The 4-D gains are not decayed; 2-D weights are, biases are not.
+    CHECK(plain[0].names == std::vector<std::string>{"items.0.fc.weight", "items.1.fc.weight", "items.2.fc.weight"});
+    CHECK(plain[1].names.size() == 6);
+    optim::ParamGroupOptions o;
+    o.layer_decay = 0.5;
+    auto layered = optim::get_params_groups(h.named_parameters(), o);
+    REQUIRE(layered.size() == 4);
+    CHECK(layered[0].name == "layer_7_no_decay");
+    CHECK(layered[0].lr_scale == 0.5 * 0.5 * 0.5 * 0.5 * 0.5 * 0.5);
+    CHECK(layered[2].name == "layer_2_no_decay");
+
+    // requires_grad still reads as a bool.
+    struct Frozen : nn::Module {
+        Frozen() : Module("Frozen") { register_parameter("w", ones({2, 2}), false); }
+    } frozen;
+    CHECK_FALSE(frozen.find("w").requires_grad());
+}
+
+TEST_CASE("forward hooks run through operator() in registration order and can be removed", "[nn][module]") {
+    std::vector<std::string> calls;
+    auto hook = [&](const char* tag) {
+        return [&, tag](nn::Module& mod, const Tensor& in, const Tensor& out) {
+            calls.push_back(std::string(tag) + ":" + mod.type_name() + shape_str(in.shape()) + shape_str(out.shape()));
+        };
+    };
+    auto fc = std::make_shared<nn::Linear>(3, 2);
+    nn::Sequential seq{fc, std::make_shared<nn::GELU>()};
+    int a = fc->register_forward_hook(hook("a"));
+    int b = fc->register_forward_hook(hook("b"));
+    CHECK(fc->has_forward_hooks());
+    seq(randn({4, 3}));
+    CHECK(calls == std::vector<std::string>{"a:Linear[4,3][4,2]", "b:Linear[4,3][4,2]"});
+    fc->forward(randn({4, 3}));  // forward itself runs no hooks, as in PyTorch
+    CHECK(calls.size() == 2);
+    fc->remove_forward_hook(a);
+    seq(randn({1, 3}));
+    CHECK(calls.back() == "b:Linear[1,3][1,2]");
+    CHECK(calls.size() == 3);
+    fc->remove_forward_hook(b);
+    CHECK_FALSE(fc->has_forward_hooks());
+    CHECK_THROWS_WITH(fc->remove_forward_hook(b), Catch::Contains("no forward hook"));
+}
+
+TEST_CASE("layers build in meta mode without storage and run shape-only", "[nn][meta]") {
+    MetaGuard meta;
+    Outer m;
+    for (auto& [n, t] : m.state_dict()) {
+        CHECK(t.is_meta());
+        CHECK_FALSE(t.same_storage(t));
+    }
+    Tensor y = m.forward(Tensor::empty({5, 3}));
+    CHECK(y.is_meta());
+    CHECK(y.shape() == Shape{5, 2});
+    CHECK(m.inner->fc->weight.clone().is_meta());
+    CHECK(m.inner->fc->weight.to(DType::F64).dtype() == DType::F64);
+    CHECK_THROWS_WITH(m.forward(Tensor::empty({5, 4})), Catch::Contains("must end in 3"));
 }

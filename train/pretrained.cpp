@@ -7,7 +7,9 @@
 namespace cnx::train {
 
 void load_pretrained(nn::Module& model, const std::string& path, bool drop_mismatched_head, std::ostream& log) {
-    io::LoadedWeights w = io::read_weights(path);
+    io::WeightsOptions wo;
+    wo.model = &model;  // the model's own name maps
+    io::LoadedWeights w = io::read_weights(path, wo);
     NamedTensors own = model.state_dict();
     std::map<std::string, Shape> own_shapes;
     for (auto& [name, t] : own) own_shapes[name] = t.shape();
