@@ -8,13 +8,12 @@
 #include <vector>
 
 #include "core/autograd.h"
+#include "ops/column_sum.h"
 #include "ops/parallel.h"
 #include "ops/reduce.h"
 
 namespace cnx {
 namespace {
-
-constexpr int64_t kParallelMin = 1 << 15;  // elements; below this threads cost more than they save
 
 // Output dims after dropping size-1 dims and merging neighbours that are contiguous in both
 // operands. Strides are in elements; 0 means the operand is broadcast along that dim.
@@ -254,38 +253,26 @@ void channel_scale_forward(T* out, const T* x, const T* s, int64_t rows, int64_t
     });
 }
 
-// dx = g * s (when dx != nullptr); ds[c] = sum_r g[r, c] * x[r, c]. The column reduction runs
-// over fixed row chunks whose partials are added in order, so the result depends only on the
-// sizes, never on the thread count.
+// dx = g * s (when dx != nullptr); ds[c] = sum_r g[r, c] * x[r, c], a deterministic column sum.
 template <class T>
 void channel_scale_backward(T* dx, T* ds, const T* g, const T* x, const T* s, int64_t rows, int64_t C) {
-    const int64_t chunk = std::max<int64_t>(64, 16384 / std::max<int64_t>(C, 1));
-    const int64_t nchunks = (rows + chunk - 1) / chunk;
-    std::vector<double> partial(ds ? nchunks * C : 0, 0.0);
-    parallel_range(nchunks, rows * C >= kParallelMin ? 1 : nchunks, [&](int64_t k0, int64_t k1) {
-        for (int64_t k = k0; k < k1; ++k) {
-            double* acc = ds ? partial.data() + k * C : nullptr;
-            for (int64_t r = k * chunk; r < std::min(rows, (k + 1) * chunk); ++r) {
-                const T* gr = g + r * C;
-                if (dx) {
-                    T* dr = dx + r * C;
+    std::vector<T> sums(C);  // (width C even when ds is not wanted: the same chunks for dx)
+    column_sums<T>(1, rows, C, sums.data(), 1.0, [&](int64_t, int64_t r0, int64_t r1, double* acc) {
+        for (int64_t r = r0; r < r1; ++r) {
+            const T* gr = g + r * C;
+            if (dx) {
+                T* dr = dx + r * C;
 #pragma omp simd
-                    for (int64_t c = 0; c < C; ++c) dr[c] = gr[c] * s[c];
-                }
-                if (acc) {
-                    const T* xr = x + r * C;
+                for (int64_t c = 0; c < C; ++c) dr[c] = gr[c] * s[c];
+            }
+            if (ds) {
+                const T* xr = x + r * C;
 #pragma omp simd
-                    for (int64_t c = 0; c < C; ++c) acc[c] += (double)gr[c] * (double)xr[c];
-                }
+                for (int64_t c = 0; c < C; ++c) acc[c] += (double)gr[c] * (double)xr[c];
             }
         }
     });
-    if (!ds) return;
-    for (int64_t c = 0; c < C; ++c) {
-        double t = 0;
-        for (int64_t k = 0; k < nchunks; ++k) t += partial[k * C + c];
-        ds[c] = (T)t;
-    }
+    if (ds) std::copy(sums.begin(), sums.end(), ds);
 }
 
 }  // namespace

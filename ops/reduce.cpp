@@ -1,53 +1,28 @@
 // Sum and mean over dims, global average pooling. Every reduction is a sequence of passes of one
 // kernel over x viewed as [A, R, B] (sum out the middle), so a column sum ([R, C] -> [C]), a row
-// sum and NHWC pooling ([N, H*W, C] -> [N, C]) share one code path. Accumulation is in double and
-// the split of R into chunks depends only on the sizes: results do not change with thread count.
+// sum and NHWC pooling ([N, H*W, C] -> [N, C]) share one code path. Sums accumulate in double
+// through column_sums: results do not change with the thread count.
 #include "ops/reduce.h"
 
 #include <algorithm>
 #include <vector>
 
 #include "core/autograd.h"
+#include "ops/column_sum.h"
 #include "ops/parallel.h"
 
 namespace cnx {
 namespace {
 
-constexpr int64_t kParallelMin = 1 << 15;
-
 // out[a, b] = scale * sum_r x[a, r, b]
 template <class T>
 void sum_mid_kernel(T* out, const T* x, int64_t A, int64_t R, int64_t B, double scale) {
-    // Few outer rows: split R into chunks so the work still spreads over threads.
-    const int64_t chunk = A >= 8 ? std::max<int64_t>(R, 1) : std::max<int64_t>(64, 16384 / std::max<int64_t>(B, 1));
-    const int64_t nc = std::max<int64_t>(1, (R + chunk - 1) / chunk);
-    std::vector<double> partial(A * nc * B, 0.0);
-    parallel_range(A * nc, A * R * B >= kParallelMin ? 1 : A * nc, [&](int64_t u0, int64_t u1) {
-        for (int64_t u = u0; u < u1; ++u) {
-            const int64_t a = u / nc, k = u % nc;
-            double* acc = partial.data() + u * B;
-            const int64_t r1 = std::min(R, (k + 1) * chunk);
-            if (B == 1) {
-                double s = 0;
+    column_sums<T>(A, R, B, out, scale, [x, R, B](int64_t a, int64_t r0, int64_t r1, double* acc) {
+        if (B > 1) return add_rows(acc, x + (a * R + r0) * B, r1 - r0, B, B);
+        double s = 0;
 #pragma omp simd reduction(+ : s)
-                for (int64_t r = k * chunk; r < r1; ++r) s += (double)x[a * R + r];
-                acc[0] = s;
-            } else {
-                for (int64_t r = k * chunk; r < r1; ++r) {
-                    const T* xr = x + (a * R + r) * B;
-#pragma omp simd
-                    for (int64_t b = 0; b < B; ++b) acc[b] += (double)xr[b];
-                }
-            }
-        }
-    });
-    parallel_range(A, A * B >= kParallelMin ? 1 : A, [&](int64_t a0, int64_t a1) {
-        for (int64_t a = a0; a < a1; ++a)
-            for (int64_t b = 0; b < B; ++b) {
-                double s = 0;
-                for (int64_t k = 0; k < nc; ++k) s += partial[(a * nc + k) * B + b];
-                out[a * B + b] = (T)(s * scale);
-            }
+        for (int64_t r = r0; r < r1; ++r) s += (double)x[a * R + r];
+        acc[0] = s;
     });
 }
 

@@ -10,8 +10,6 @@
 namespace cnx {
 namespace {
 
-constexpr int64_t kParallelMin = 1 << 15;
-
 std::string dims_str(const std::vector<int64_t>& d) { return shape_str(Shape(d.begin(), d.end())); }
 
 // out is x with its dims reordered; sizes/strides describe, per output dim (size-1 dims dropped,

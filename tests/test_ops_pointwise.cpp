@@ -1,6 +1,6 @@
 // Pointwise, normalisation, reduction, shape and loss ops: one float64 gradcheck line per case,
-// known values, the optimised layer norm against its reference, drop path statistics, float32
-// against float64, and the error messages.
+// known values, the optimised layer norm against its reference, the deterministic column sums,
+// drop path statistics, float32 against float64, and the error messages.
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -10,6 +10,8 @@
 #include "core/gradcheck.h"
 #include "core/rng.h"
 #include "core/threads.h"
+#include "ops/column_sum.h"
+#include "ops/gemm.h"
 #include "ops/ops.h"
 
 using namespace cnx;
@@ -322,6 +324,35 @@ TEST_CASE("column reductions do not depend on the thread count", "[pointwise]") 
     set_num_threads(0);
     CHECK(one == two);
     CHECK(one == three);
+}
+
+TEST_CASE("column sums: one result for every thread count, double accumulation", "[pointwise]") {
+    const int64_t rows = 5000, width = 33;
+    Tensor x = randn({rows, width}, DType::F32, &gen());
+    const float* xp = x.data<float>();
+    auto run = [&](int threads) {
+        set_num_threads(threads);
+        std::vector<float> out(width), bias(width);
+        column_sums<float>(1, rows, width, out.data(), 1.0, [&](int64_t, int64_t r0, int64_t r1, double* acc) {
+            for (int64_t r = r0; r < r1; ++r)
+                for (int64_t j = 0; j < width; ++j) acc[j] += xp[r * width + j];
+        });
+        sum_rows<float>(xp, rows, width, bias.data());
+        CHECK(out == bias);  // the GEMM layer's bias gradient is the same sum
+        return out;
+    };
+    auto one = run(1), two = run(2), three = run(3);
+    set_num_threads(0);
+    CHECK(one == two);
+    CHECK(one == three);
+    for (int64_t j = 0; j < width; ++j) {
+        double want = 0;
+        for (int64_t r = 0; r < rows; ++r) want += xp[r * width + j];
+        CHECK(one[j] == (float)want);  // double accumulation: the float-rounded exact sum
+    }
+    // No rows: zeros (and a mean of nothing is NaN, as in PyTorch).
+    CHECK(sum(zeros({0, 3}), {0}).to_vector() == std::vector<double>{0, 0, 0});
+    CHECK(std::isnan(mean(zeros({0, 3}), {0}).to_vector()[0]));
 }
 
 TEST_CASE("drop_path behaviour", "[pointwise]") {
