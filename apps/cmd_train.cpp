@@ -399,10 +399,7 @@ std::function<int()> setup(CLI::App& root) {
                     const float* lp = logits.data<float>();
                     for (int64_t i = 0; i < batch.size(); ++i) {
                         const float* row = lp + i * num_classes;
-                        int64_t best = 0;
-                        for (int64_t c = 1; c < num_classes; ++c)
-                            if (row[c] > row[best]) best = c;
-                        correct += best == batch.labels[i];
+                        correct += argmax(row, num_classes) == batch.labels[i];
                     }
                 }
                 // The running statistics are the global batch's: every rank holds the same sums,
@@ -569,9 +566,7 @@ std::function<int()> setup(CLI::App& root) {
                 Tensor logits = model->forward(s.image.reshape({1, s.image.size(0), s.image.size(1), s.image.size(2)}));
                 Tensor prob = softmax(logits, -1);
                 const float* p = prob.data<float>();
-                int64_t best = 0;
-                for (int64_t c = 1; c < num_classes; ++c)
-                    if (p[c] > p[best]) best = c;
+                const int64_t best = argmax(p, num_classes);
                 auto name = [&](int64_t c) { return c < (int64_t)ds.classes.size() ? ds.classes[c] : std::to_string(c); };
                 std::printf("  %-40s true %-12s predicted %-12s (%.3f)%s\n", ds.val->describe(i).c_str(),
                             name(s.label).c_str(), name(best).c_str(), p[best], best == s.label ? "" : "  <- wrong");

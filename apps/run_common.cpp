@@ -236,6 +236,7 @@ void ensure_free_space(const std::string& dir, const RunFiles& files) {
 #include "core/autograd.h"
 #include "data/loader.h"
 #include "dist/dist.h"
+#include "ops/reduce.h"
 #include "ops/softmax.h"
 
 namespace cnx::app {
@@ -275,11 +276,10 @@ EvalResult evaluate(nn::Module& model, std::shared_ptr<const data::Dataset> data
         for (int64_t i = 0; i < batch.size(); ++i) {
             const float* row = p + i * num_classes;
             int64_t label = batch.labels[i];
-            int64_t best = 0, rank = 0;
-            for (int64_t c = 0; c < num_classes; ++c) {
-                if (row[c] > row[best]) best = c;
+            const int64_t best = argmax(row, num_classes);
+            int64_t rank = 0;
+            for (int64_t c = 0; c < num_classes; ++c)
                 if (c != label && (row[c] > row[label] || (row[c] == row[label] && c < label))) ++rank;
-            }
             correct1 += best == label;
             correct5 += rank < 5;
             r.confusion[label][best]++;

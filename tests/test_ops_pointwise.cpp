@@ -326,6 +326,15 @@ TEST_CASE("column reductions do not depend on the thread count", "[pointwise]") 
     CHECK(one == three);
 }
 
+TEST_CASE("argmax: the first of the largest, as torch.argmax", "[pointwise]") {
+    const float a[] = {0.5f, 3.0f, -1.0f, 3.0f};
+    CHECK(argmax(a, 4) == 1);
+    const double b[] = {-2.0};
+    CHECK(argmax(b, 1) == 0);
+    const float c[] = {1.0f, std::nanf(""), 2.0f};
+    CHECK(argmax(c, 3) == 2);
+}
+
 TEST_CASE("column sums: one result for every thread count, double accumulation", "[pointwise]") {
     const int64_t rows = 5000, width = 33;
     Tensor x = randn({rows, width}, DType::F32, &gen());
