@@ -4,9 +4,20 @@
 #include "core/tensor.h"
 
 namespace cnx {
-// Over the given dims (negative counts from the end); all dims when empty.
+// Over the given dims (negative counts from the end); all dims when empty. keepdim leaves each
+// reduced dim in place with size 1.
 Tensor sum(const Tensor& x, const std::vector<int64_t>& dims = {}, bool keepdim = false);
 Tensor mean(const Tensor& x, const std::vector<int64_t>& dims = {}, bool keepdim = false);
+// Largest / smallest value over dims (torch.amax / amin). A NaN wins. Where several elements
+// equal the extreme, the gradient is split evenly among them, as in PyTorch.
+Tensor amax(const Tensor& x, const std::vector<int64_t>& dims = {}, bool keepdim = false);
+Tensor amin(const Tensor& x, const std::vector<int64_t>& dims = {}, bool keepdim = false);
+// Variance over dims: sum((x - mean)^2) / (count - correction). correction 1 (the default, as
+// torch.var) is the unbiased estimate, 0 the population variance.
+Tensor var(const Tensor& x, const std::vector<int64_t>& dims = {}, bool keepdim = false, double correction = 1);
+// Sums x down to `shape`, which x's shape must broadcast from (leading dims summed away, dims of
+// size 1 summed with keepdim): the backward of broadcasting (Tensor.sum_to_size).
+Tensor sum_to_size(const Tensor& x, const Shape& shape);
 // NHWC [N, H, W, C] -> [N, C], the mean over H and W.
 Tensor global_avg_pool(const Tensor& x);
 

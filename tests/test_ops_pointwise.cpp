@@ -13,6 +13,7 @@
 #include "ops/column_sum.h"
 #include "ops/gemm.h"
 #include "ops/ops.h"
+#include "op_check.h"
 
 using namespace cnx;
 
@@ -26,26 +27,10 @@ Tensor rn(const Shape& s) { return randn(s, DType::F64, &gen()); }
 // Values in [lo, hi): divisors kept away from zero.
 Tensor ru(const Shape& s, double lo, double hi) { return add(mul(rand(s, DType::F64, &gen()), hi - lo), lo); }
 
-// One gradcheck line: every checked input's analytic gradient against central differences.
-void grad_ok(const std::string& what, const TensorFn& fn, const std::vector<Tensor>& inputs) {
-    GradcheckResult r = gradcheck(fn, inputs);
-    INFO(what << ": max_rel_err " << r.max_rel_err << " at " << r.worst);
-    CHECK(r.pass);
-    CHECK(r.max_rel_err <= 1e-6);
-}
-
+using op_check::grad_ok;
+using op_check::max_abs_diff;
 void f32_ok(const std::string& what, const TensorFn& fn, const std::vector<Tensor>& inputs, double tol = 2e-5) {
-    double err = forward_f32_vs_f64(fn, inputs);
-    INFO(what << ": float32 vs float64 relative error " << err);
-    CHECK(err <= tol);
-}
-
-double max_abs_diff(const Tensor& a, const Tensor& b) {
-    REQUIRE(a.shape() == b.shape());
-    auto va = a.to_vector(), vb = b.to_vector();
-    double m = 0;
-    for (size_t i = 0; i < va.size(); ++i) m = std::max(m, std::fabs(va[i] - vb[i]));
-    return m;
+    op_check::f32_ok(what, fn, inputs, tol);
 }
 
 }  // namespace
