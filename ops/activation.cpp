@@ -20,7 +20,6 @@
 namespace cnx {
 namespace {
 
-constexpr int64_t kParallelMin = 1 << 14;  // erf/tanh are expensive enough to split earlier
 constexpr double kInvSqrt2 = 0.70710678118654752440;
 constexpr double kInvSqrt2Pi = 0.39894228040143267794;  // 1/sqrt(2 pi), the normal pdf's constant
 constexpr double kSqrt2OverPi = 0.79788456080286535588;
@@ -98,12 +97,12 @@ inline float gelu_tanh_grad(float x) {
 template <class T>
 void gelu_forward(T* out, const T* x, int64_t n, bool approx) {
     if (approx) {
-        parallel_range(n, n >= kParallelMin ? 4096 : n, [&](int64_t i0, int64_t i1) {
+        parallel_range(n, n >= kParallelMinCostly ? 4096 : n, [&](int64_t i0, int64_t i1) {
 #pragma omp simd
             for (int64_t i = i0; i < i1; ++i) out[i] = gelu_tanh(x[i]);
         });
     } else {
-        parallel_range(n, n >= kParallelMin ? 4096 : n, [&](int64_t i0, int64_t i1) {
+        parallel_range(n, n >= kParallelMinCostly ? 4096 : n, [&](int64_t i0, int64_t i1) {
 #pragma omp simd
             for (int64_t i = i0; i < i1; ++i) out[i] = gelu_exact(x[i]);
         });
@@ -113,12 +112,12 @@ void gelu_forward(T* out, const T* x, int64_t n, bool approx) {
 template <class T>
 void gelu_backward(T* dx, const T* dout, const T* x, int64_t n, bool approx) {
     if (approx) {
-        parallel_range(n, n >= kParallelMin ? 4096 : n, [&](int64_t i0, int64_t i1) {
+        parallel_range(n, n >= kParallelMinCostly ? 4096 : n, [&](int64_t i0, int64_t i1) {
 #pragma omp simd
             for (int64_t i = i0; i < i1; ++i) dx[i] = dout[i] * gelu_tanh_grad(x[i]);
         });
     } else {
-        parallel_range(n, n >= kParallelMin ? 4096 : n, [&](int64_t i0, int64_t i1) {
+        parallel_range(n, n >= kParallelMinCostly ? 4096 : n, [&](int64_t i0, int64_t i1) {
 #pragma omp simd
             for (int64_t i = i0; i < i1; ++i) dx[i] = dout[i] * gelu_exact_grad(x[i]);
         });

@@ -11,8 +11,6 @@
 namespace cnx {
 namespace {
 
-constexpr int64_t kParallelMin = 1 << 15;
-
 // out[n, i] = x[n, i] * scale[n]; also the backward with (dout, same scale).
 template <class T>
 void per_sample_scale(T* out, const T* x, const std::vector<double>& scale, int64_t N, int64_t inner) {

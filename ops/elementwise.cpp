@@ -1,20 +1,20 @@
-// Elementwise arithmetic with NumPy broadcasting, scalar variants, and the per-channel layer
-// scale. Forward kernels walk a broadcast plan (output dims collapsed as far as the operands'
-// strides allow), so "same shape" and "[..., C] op [C]" both end up as long contiguous inner
-// loops without dedicated code. Backward reduces each gradient to its input's shape with sum().
+// Elementwise arithmetic and maximum/minimum with NumPy broadcasting, scalar forms on either
+// side, and the per-channel layer scale. Forward kernels walk a broadcast plan (output dims
+// collapsed as far as the operands' strides allow), so "same shape" and "[..., C] op [C]" both end
+// up as long contiguous inner loops without dedicated code. Backward reduces each gradient to its
+// input's shape with sum_to_size().
 #include "ops/elementwise.h"
 
 #include <algorithm>
 #include <vector>
 
 #include "core/autograd.h"
+#include "ops/column_sum.h"
 #include "ops/parallel.h"
 #include "ops/reduce.h"
 
 namespace cnx {
 namespace {
-
-constexpr int64_t kParallelMin = 1 << 15;  // elements; below this threads cost more than they save
 
 // Output dims after dropping size-1 dims and merging neighbours that are contiguous in both
 // operands. Strides are in elements; 0 means the operand is broadcast along that dim.
@@ -129,16 +129,51 @@ void binary_kernel(T* out, const T* a, const T* b, const BroadcastPlan& p, F f) 
     });
 }
 
-enum class BinOp { Add, Sub, Mul, Div };
+enum class BinOp { Add, Sub, Mul, Div, Maximum, Minimum };
 
-template <class T>
-void binary_forward(BinOp op, T* out, const T* a, const T* b, const BroadcastPlan& p) {
+void check_dtypes(const char* op, const Tensor& a, const Tensor& b) {
+    CNX_CHECK(a.defined() && b.defined(), op, ": undefined input");
+    CNX_CHECK(a.dtype() == b.dtype(), op, ": dtypes differ: ", a.str(), " and ", b.str());
+}
+
+// out = f(a, b) over the broadcast plan of a and b, no autograd. f is generic over float/double.
+template <class F>
+Tensor broadcast_nograd(const char* name, const Tensor& a, const Tensor& b, F f) {
+    check_dtypes(name, a, b);
+    BroadcastPlan p = make_plan(name, a, b);
+    Tensor out = Tensor::empty(p.out_shape, a.dtype());
+    if (out.numel() == 0) return out;
+    CNX_DISPATCH(a.dtype(), name,
+                 { binary_kernel<scalar_t>(out.data<scalar_t>(), a.data<scalar_t>(), b.data<scalar_t>(), p, f); });
+    return out;
+}
+
+// maximum/minimum propagate NaN from either side, as PyTorch does.
+Tensor binary_nograd(const char* name, BinOp op, const Tensor& a, const Tensor& b) {
     switch (op) {
-        case BinOp::Add: binary_kernel(out, a, b, p, [](T x, T y) { return x + y; }); break;
-        case BinOp::Sub: binary_kernel(out, a, b, p, [](T x, T y) { return x - y; }); break;
-        case BinOp::Mul: binary_kernel(out, a, b, p, [](T x, T y) { return x * y; }); break;
-        case BinOp::Div: binary_kernel(out, a, b, p, [](T x, T y) { return x / y; }); break;
+        case BinOp::Add: return broadcast_nograd(name, a, b, [](auto x, auto y) { return x + y; });
+        case BinOp::Sub: return broadcast_nograd(name, a, b, [](auto x, auto y) { return x - y; });
+        case BinOp::Mul: return broadcast_nograd(name, a, b, [](auto x, auto y) { return x * y; });
+        case BinOp::Div: return broadcast_nograd(name, a, b, [](auto x, auto y) { return x / y; });
+        case BinOp::Maximum:
+            return broadcast_nograd(name, a, b, [](auto x, auto y) { return x > y || x != x ? x : y; });
+        case BinOp::Minimum:
+            return broadcast_nograd(name, a, b, [](auto x, auto y) { return x < y || x != x ? x : y; });
     }
+    fail(name, ": unknown op");
+}
+
+// The share of maximum's (or minimum's) gradient that goes to a (to_a) or to b, at every output
+// element: 1 to the winner, 0 to the loser, 1/2 each on ties (as PyTorch splits it); a NaN on
+// either side sends the whole gradient to both, as in PyTorch.
+Tensor extreme_share(const char* name, bool to_a, bool is_max, const Tensor& a, const Tensor& b) {
+    auto share = [to_a, is_max](auto x, auto y) {
+        using T = decltype(x);
+        if (x == y) return T(0.5);
+        const bool a_loses = is_max ? x < y : x > y, b_loses = is_max ? x > y : x < y;
+        return (to_a ? a_loses : b_loses) ? T(0) : T(1);
+    };
+    return broadcast_nograd(name, a, b, share);
 }
 
 // out = x * alpha + beta, elementwise (scalar add, scalar mul, neg and their backward).
@@ -150,37 +185,12 @@ void affine_kernel(T* out, const T* x, T alpha, T beta, int64_t n) {
     });
 }
 
-void check_dtypes(const char* op, const Tensor& a, const Tensor& b) {
-    CNX_CHECK(a.defined() && b.defined(), op, ": undefined input");
-    CNX_CHECK(a.dtype() == b.dtype(), op, ": dtypes differ: ", a.str(), " and ", b.str());
-}
-
-// Runs a broadcasting binary op without autograd.
-Tensor binary_nograd(const char* name, BinOp op, const Tensor& a, const Tensor& b) {
-    check_dtypes(name, a, b);
-    BroadcastPlan p = make_plan(name, a, b);
-    Tensor out = Tensor::empty(p.out_shape, a.dtype());
-    CNX_DISPATCH(a.dtype(), name,
-                 { binary_forward<scalar_t>(op, out.data<scalar_t>(), a.data<scalar_t>(), b.data<scalar_t>(), p); });
-    return out;
-}
-
 Tensor affine_nograd(const Tensor& x, double alpha, double beta) {
     Tensor out = empty_like(x);
     CNX_DISPATCH(x.dtype(), "affine", {
         affine_kernel<scalar_t>(out.data<scalar_t>(), x.data<scalar_t>(), (scalar_t)alpha, (scalar_t)beta, x.numel());
     });
     return out;
-}
-
-// Sums a gradient of the broadcast shape back to `shape` (leading dims and dims that were 1).
-Tensor sum_to(const Tensor& g, const Shape& shape) {
-    if (g.shape() == shape) return g;
-    size_t r = g.dim(), pad = r - shape.size();
-    std::vector<int64_t> dims;
-    for (size_t i = 0; i < r; ++i)
-        if (i < pad || (shape[i - pad] == 1 && g.shape()[i] != 1)) dims.push_back((int64_t)i);
-    return sum(g, dims, true).reshape(shape);
 }
 
 Tensor binary(const char* name, BinOp op, const Tensor& a, const Tensor& b) {
@@ -191,22 +201,22 @@ Tensor binary(const char* name, BinOp op, const Tensor& a, const Tensor& b) {
     BackwardFn fn;
     switch (op) {
         case BinOp::Add:
-            fn = [sa, sb, need_a, need_b](const Tensor& g) -> std::vector<Tensor> {
-                return {need_a ? sum_to(g, sa) : Tensor(), need_b ? sum_to(g, sb) : Tensor()};
+        case BinOp::Sub: {
+            const double sign_b = op == BinOp::Sub ? -1.0 : 1.0;
+            fn = [sa, sb, need_a, need_b, sign_b](const Tensor& g) -> std::vector<Tensor> {
+                Tensor ga = need_a ? sum_to_size(g, sa) : Tensor(), gb;
+                if (need_b) gb = sign_b == 1.0 ? sum_to_size(g, sb) : affine_nograd(sum_to_size(g, sb), sign_b, 0.0);
+                return {ga, gb};
             };
             break;
-        case BinOp::Sub:
-            fn = [sa, sb, need_a, need_b](const Tensor& g) -> std::vector<Tensor> {
-                return {need_a ? sum_to(g, sa) : Tensor(), need_b ? affine_nograd(sum_to(g, sb), -1.0, 0.0) : Tensor()};
-            };
-            break;
+        }
         case BinOp::Mul: {
             // Save only what each gradient needs.
             Tensor sa_b = need_a ? b.detach() : Tensor(), sb_a = need_b ? a.detach() : Tensor();
             fn = [sa, sb, sa_b, sb_a](const Tensor& g) -> std::vector<Tensor> {
                 Tensor ga, gb;
-                if (sa_b.defined()) ga = sum_to(binary_nograd("mul backward", BinOp::Mul, g, sa_b), sa);
-                if (sb_a.defined()) gb = sum_to(binary_nograd("mul backward", BinOp::Mul, g, sb_a), sb);
+                if (sa_b.defined()) ga = sum_to_size(binary_nograd("mul backward", BinOp::Mul, g, sa_b), sa);
+                if (sb_a.defined()) gb = sum_to_size(binary_nograd("mul backward", BinOp::Mul, g, sb_a), sb);
                 return {ga, gb};
             };
             break;
@@ -216,19 +226,38 @@ Tensor binary(const char* name, BinOp op, const Tensor& a, const Tensor& b) {
             Tensor bd = b.detach(), od = need_b ? out.detach() : Tensor();
             fn = [sa, sb, bd, od, need_a](const Tensor& g) -> std::vector<Tensor> {
                 Tensor ga, gb;
-                if (need_a) ga = sum_to(binary_nograd("div backward", BinOp::Div, g, bd), sa);
+                if (need_a) ga = sum_to_size(binary_nograd("div backward", BinOp::Div, g, bd), sa);
                 if (od.defined()) {
                     Tensor t = binary_nograd("div backward", BinOp::Mul, g, od);
                     t = binary_nograd("div backward", BinOp::Div, t, bd);
-                    gb = affine_nograd(sum_to(t, sb), -1.0, 0.0);
+                    gb = affine_nograd(sum_to_size(t, sb), -1.0, 0.0);
                 }
                 return {ga, gb};
+            };
+            break;
+        }
+        case BinOp::Maximum:
+        case BinOp::Minimum: {
+            const bool is_max = op == BinOp::Maximum;
+            Tensor ad = a.detach(), bd = b.detach();
+            fn = [sa, sb, ad, bd, need_a, need_b, is_max, name](const Tensor& g) -> std::vector<Tensor> {
+                auto grad_of = [&](bool to_a, const Shape& shape) {
+                    return sum_to_size(binary_nograd(name, BinOp::Mul, g, extreme_share(name, to_a, is_max, ad, bd)),
+                                       shape);
+                };
+                return {need_a ? grad_of(true, sa) : Tensor(), need_b ? grad_of(false, sb) : Tensor()};
             };
             break;
         }
     }
     autograd::record(name, out, {a, b}, std::move(fn));
     return out;
+}
+
+// A rank-0 constant: the scalar side of a binary op, broadcast like any other operand.
+Tensor scalar_operand(const char* op, double v, const Tensor& like) {
+    CNX_CHECK(like.defined(), op, ": undefined input");
+    return full({}, v, like.dtype());
 }
 
 Tensor affine(const char* name, const Tensor& x, double alpha, double beta) {
@@ -254,38 +283,26 @@ void channel_scale_forward(T* out, const T* x, const T* s, int64_t rows, int64_t
     });
 }
 
-// dx = g * s (when dx != nullptr); ds[c] = sum_r g[r, c] * x[r, c]. The column reduction runs
-// over fixed row chunks whose partials are added in order, so the result depends only on the
-// sizes, never on the thread count.
+// dx = g * s (when dx != nullptr); ds[c] = sum_r g[r, c] * x[r, c], a deterministic column sum.
 template <class T>
 void channel_scale_backward(T* dx, T* ds, const T* g, const T* x, const T* s, int64_t rows, int64_t C) {
-    const int64_t chunk = std::max<int64_t>(64, 16384 / std::max<int64_t>(C, 1));
-    const int64_t nchunks = (rows + chunk - 1) / chunk;
-    std::vector<double> partial(ds ? nchunks * C : 0, 0.0);
-    parallel_range(nchunks, rows * C >= kParallelMin ? 1 : nchunks, [&](int64_t k0, int64_t k1) {
-        for (int64_t k = k0; k < k1; ++k) {
-            double* acc = ds ? partial.data() + k * C : nullptr;
-            for (int64_t r = k * chunk; r < std::min(rows, (k + 1) * chunk); ++r) {
-                const T* gr = g + r * C;
-                if (dx) {
-                    T* dr = dx + r * C;
+    std::vector<T> sums(C);  // (width C even when ds is not wanted: the same chunks for dx)
+    column_sums<T>(1, rows, C, sums.data(), 1.0, [&](int64_t, int64_t r0, int64_t r1, double* acc) {
+        for (int64_t r = r0; r < r1; ++r) {
+            const T* gr = g + r * C;
+            if (dx) {
+                T* dr = dx + r * C;
 #pragma omp simd
-                    for (int64_t c = 0; c < C; ++c) dr[c] = gr[c] * s[c];
-                }
-                if (acc) {
-                    const T* xr = x + r * C;
+                for (int64_t c = 0; c < C; ++c) dr[c] = gr[c] * s[c];
+            }
+            if (ds) {
+                const T* xr = x + r * C;
 #pragma omp simd
-                    for (int64_t c = 0; c < C; ++c) acc[c] += (double)gr[c] * (double)xr[c];
-                }
+                for (int64_t c = 0; c < C; ++c) acc[c] += (double)gr[c] * (double)xr[c];
             }
         }
     });
-    if (!ds) return;
-    for (int64_t c = 0; c < C; ++c) {
-        double t = 0;
-        for (int64_t k = 0; k < nchunks; ++k) t += partial[k * C + c];
-        ds[c] = (T)t;
-    }
+    if (ds) std::copy(sums.begin(), sums.end(), ds);
 }
 
 }  // namespace
@@ -294,9 +311,32 @@ Tensor add(const Tensor& a, const Tensor& b) { return binary("add", BinOp::Add, 
 Tensor sub(const Tensor& a, const Tensor& b) { return binary("sub", BinOp::Sub, a, b); }
 Tensor mul(const Tensor& a, const Tensor& b) { return binary("mul", BinOp::Mul, a, b); }
 Tensor div(const Tensor& a, const Tensor& b) { return binary("div", BinOp::Div, a, b); }
+Tensor maximum(const Tensor& a, const Tensor& b) { return binary("maximum", BinOp::Maximum, a, b); }
+Tensor minimum(const Tensor& a, const Tensor& b) { return binary("minimum", BinOp::Minimum, a, b); }
+
+// x * alpha + beta is exact for alpha = +-1, so the scalar add/sub forms give x + s, x - s and
+// s - x to the last bit.
 Tensor add(const Tensor& a, double b) { return affine("add_scalar", a, 1.0, b); }
+Tensor add(double a, const Tensor& b) { return affine("add_scalar", b, 1.0, a); }
+Tensor sub(const Tensor& a, double b) { return affine("sub_scalar", a, 1.0, -b); }
+Tensor sub(double a, const Tensor& b) { return affine("rsub_scalar", b, -1.0, a); }
 Tensor mul(const Tensor& a, double b) { return affine("mul_scalar", a, b, 0.0); }
+Tensor mul(double a, const Tensor& b) { return affine("mul_scalar", b, a, 0.0); }
+// True division (x * (1/s) would round differently).
+Tensor div(const Tensor& a, double b) { return div(a, scalar_operand("div", b, a)); }
+Tensor div(double a, const Tensor& b) { return div(scalar_operand("div", a, b), b); }
+Tensor maximum(const Tensor& a, double b) { return maximum(a, scalar_operand("maximum", b, a)); }
+Tensor maximum(double a, const Tensor& b) { return maximum(scalar_operand("maximum", a, b), b); }
+Tensor minimum(const Tensor& a, double b) { return minimum(a, scalar_operand("minimum", b, a)); }
+Tensor minimum(double a, const Tensor& b) { return minimum(scalar_operand("minimum", a, b), b); }
 Tensor neg(const Tensor& a) { return affine("neg", a, -1.0, 0.0); }
+
+Shape broadcast_shapes(const Shape& a, const Shape& b) {
+    Shape out;
+    CNX_CHECK(broadcast_shape(a, b, out), "broadcast_shapes: shapes ", shape_str(a), " and ", shape_str(b),
+              " do not broadcast");
+    return out;
+}
 
 Tensor channel_scale(const Tensor& x, const Tensor& scale) {
     check_dtypes("channel_scale", x, scale);

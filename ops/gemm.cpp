@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "ops/column_sum.h"
 #include "ops/kernels/gelu_math.h"
 #include "ops/kernels/sgemm_avx512.h"
 #include "ops/parallel.h"
@@ -153,38 +154,9 @@ template void gemm_ex<double>(bool, bool, int64_t, int64_t, int64_t, double, con
 
 template <class T>
 void sum_rows(const T* a, int64_t M, int64_t N, T* out) {
-    // Fixed block count (not the thread count) keeps the summation order, hence the result,
-    // independent of how many threads run it.
-    const int64_t blocks = std::min<int64_t>(std::max<int64_t>(M / 64, 1), 32);
-    if (blocks == 1) {
-        std::fill(out, out + N, T(0));
-        for (int64_t i = 0; i < M; ++i) {
-            const T* r = a + i * N;
-#pragma omp simd
-            for (int64_t j = 0; j < N; ++j) out[j] += r[j];
-        }
-        return;
-    }
-    std::vector<T> partial(blocks * N, T(0));
-    auto block = [&](int64_t b) {
-        T* p = partial.data() + b * N;
-        const int64_t i0 = M * b / blocks, i1 = M * (b + 1) / blocks;
-        for (int64_t i = i0; i < i1; ++i) {
-            const T* r = a + i * N;
-#pragma omp simd
-            for (int64_t j = 0; j < N; ++j) p[j] += r[j];
-        }
-    };
-    if (M * N > (1 << 16))
-        parallel_for(blocks, block);
-    else
-        for (int64_t b = 0; b < blocks; ++b) block(b);
-    std::copy(partial.begin(), partial.begin() + N, out);
-    for (int64_t b = 1; b < blocks; ++b) {
-        const T* p = partial.data() + b * N;
-#pragma omp simd
-        for (int64_t j = 0; j < N; ++j) out[j] += p[j];
-    }
+    column_sums<T>(1, M, N, out, 1.0, [a, N](int64_t, int64_t r0, int64_t r1, double* acc) {
+        add_rows(acc, a + r0 * N, r1 - r0, N, N);
+    });
 }
 
 template <class T>

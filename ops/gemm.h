@@ -64,9 +64,8 @@ GemmBackend gemm_backend();         // what float GEMMs run on now (never Auto)
 bool gemm_avx512_supported();       // the CPU (and the build) can run the AVX-512 kernels
 const char* gemm_backend_name();    // "avx512" or "openblas"
 
-// out[N] = sum over the M rows of a [M, N] (the bias gradient: column sums of dY). Deterministic:
-// rows are cut into a fixed number of blocks whatever the thread count, partial sums reduced in
-// order. OpenMP inside.
+// out[N] = sum over the M rows of a [M, N] (the bias gradient: column sums of dY), through
+// column_sums (ops/column_sum.h): deterministic, double accumulators, threads inside.
 template <class T>
 void sum_rows(const T* a, int64_t M, int64_t N, T* out);
 

@@ -89,6 +89,44 @@ std::vector<GradcheckCase> gradcheck_cases(uint64_t seed) {
     b.add("permute", "x[2,3,5,7] (0,3,1,2)", [](V x) { return permute(x[0], {0, 3, 1, 2}); }, {b.r({2, 3, 5, 7})});
     b.add("transpose", "x[3,5] (0,1)", [](V x) { return transpose(x[0], 0, 1); }, {b.r({3, 5})});
 
+    // Primitives a new layer is composed from (ops/pointwise, elementwise, reduce, shape).
+    b.add("sqrt", "x[2,3,5] positive", [](V x) { return sqrt(x[0]); }, {b.pos({2, 3, 5})});
+    b.add("rsqrt", "x[2,3,5] positive", [](V x) { return rsqrt(x[0]); }, {b.pos({2, 3, 5})});
+    b.add("pow", "x[2,3,5] ^ 3 (any sign)", [](V x) { return pow(x[0], 3.0); }, {b.r({2, 3, 5})});
+    b.add("pow", "x[3,4] ^ -1.5 positive", [](V x) { return pow(x[0], -1.5); }, {b.pos({3, 4})});
+    b.add("exp", "x[2,3,5]", [](V x) { return exp(x[0]); }, {b.r({2, 3, 5})});
+    b.add("log", "x[2,3,5] positive", [](V x) { return log(x[0]); }, {b.pos({2, 3, 5})});
+    b.add("abs", "x[2,3,5]", [](V x) { return abs(x[0]); }, {b.r({2, 3, 5})});
+    b.add("relu", "x[2,3,5]", [](V x) { return relu(x[0]); }, {b.r({2, 3, 5})});
+    b.add("sigmoid", "x[2,3,5] * 4", [](V x) { return sigmoid(x[0] * 4.0); }, {b.r({2, 3, 5})});
+    b.add("tanh", "x[2,3,5]", [](V x) { return tanh(x[0]); }, {b.r({2, 3, 5})});
+    b.add("clamp", "x[3,7] to [-0.5, 0.7]", [](V x) { return clamp(x[0], -0.5, 0.7); }, {b.r({3, 7})});
+    b.add("maximum", "a[2,3,5] b[5]", [](V x) { return maximum(x[0], x[1]); }, {b.r({2, 3, 5}), b.r({5})});
+    b.add("minimum", "a[4,1,3] b[1,5,1]", [](V x) { return minimum(x[0], x[1]); }, {b.r({4, 1, 3}), b.r({1, 5, 1})});
+    b.add("scalar_ops", "1 - x, 1 / x, x / 2, 2 + x, max(x, 0.3)",
+          [](V x) { return (1.0 - x[0]) * (1.0 / x[0]) + x[0] / 2.0 + (2.0 + x[0]) * maximum(x[0], 0.3); },
+          {b.pos({3, 4})});
+    b.add("amax", "x[2,3,5] dim 1", [](V x) { return amax(x[0], {1}); }, {b.r({2, 3, 5})});
+    b.add("amax", "x[2,3,4,5] dims{0,2} keepdim", [](V x) { return amax(x[0], {0, 2}, true); }, {b.r({2, 3, 4, 5})});
+    b.add("amin", "x[3,5] all", [](V x) { return amin(x[0]); }, {b.r({3, 5})});
+    b.add("var", "x[2,3,5,7] dims{1,2} keepdim", [](V x) { return var(x[0], {1, 2}, true); }, {b.r({2, 3, 5, 7})});
+    b.add("var", "x[4,6] all, correction 0", [](V x) { return var(x[0], {}, false, 0); }, {b.r({4, 6})});
+    b.add("sum_to_size", "x[2,3,5] -> [3,1]", [](V x) { return sum_to_size(x[0], {3, 1}); }, {b.r({2, 3, 5})});
+    b.add("reshape", "x[2,3,5] -> [5,-1]", [](V x) { return reshape(x[0], {5, -1}); }, {b.r({2, 3, 5})});
+    b.add("unsqueeze", "x[3,5] dim -1", [](V x) { return unsqueeze(x[0], -1) * x[1]; }, {b.r({3, 5}), b.r({4})});
+    b.add("expand", "x[3,1,5] -> [2,3,4,5]", [](V x) { return expand(x[0], {2, 3, 4, 5}); }, {b.r({3, 1, 5})});
+    b.add("narrow", "x[4,7,3] dim 1 [2,6)", [](V x) { return narrow(x[0], 1, 2, 4); }, {b.r({4, 7, 3})});
+    b.add("cat", "[2,3,5] [2,1,5] [2,4,5] dim 1", [](V x) { return cat({x[0], x[1], x[2]}, 1); },
+          {b.r({2, 3, 5}), b.r({2, 1, 5}), b.r({2, 4, 5})});
+    b.add("split", "x[7,3] by 3, pieces reordered", [](V x) {
+              auto p = split(x[0], 3);
+              return cat({p[2], p[0] * 2.0, p[1]});
+          }, {b.r({7, 3})});
+    b.add("split", "x[2,9] sizes {4,0,5} dim -1", [](V x) {
+              auto p = split_with_sizes(x[0], {4, 0, 5}, -1);
+              return cat({p[2], p[1], p[0] * p[0]}, 1);
+          }, {b.r({2, 9})});
+
     b.add("softmax", "x[3,7] dim -1", [](V x) { return softmax(x[0], -1); }, {b.r({3, 7})});
     b.add("softmax", "x[3,4,5] dim 1", [](V x) { return softmax(x[0], 1); }, {b.r({3, 4, 5})});
     b.add("log_softmax", "x[3,7] dim -1", [](V x) { return log_softmax(x[0], -1); }, {b.r({3, 7})});

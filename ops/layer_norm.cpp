@@ -9,12 +9,11 @@
 #include <vector>
 
 #include "core/autograd.h"
+#include "ops/column_sum.h"
 #include "ops/parallel.h"
 
 namespace cnx {
 namespace {
-
-constexpr int64_t kParallelMin = 1 << 15;
 
 // inp, out [rows, C]; mean, rstd [rows]; weight, bias [C] or null (no affine).
 template <class T>
@@ -54,64 +53,47 @@ void layernorm_forward(T* out, T* mean, T* rstd, const T* inp, const T* weight, 
 }
 
 // dinp (may be null) [rows, C] is written; dweight, dbias (may be null) [C] are written, not
-// accumulated. Their column sums go through fixed-size row chunks (summed in T within a chunk of a
-// few hundred rows, then across chunks in double, in order), so the result depends on the sizes
-// only, not on the number of threads.
+// accumulated. Their column sums go through column_sums (ops/column_sum.h): double accumulators,
+// the same result for any thread count.
 template <class T>
 void layernorm_backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* inp, const T* weight, const T* mean,
                         const T* rstd, int64_t rows, int64_t C) {
-    const int64_t chunk = std::max<int64_t>(64, 16384 / std::max<int64_t>(C, 1));
-    const int64_t nchunks = (rows + chunk - 1) / chunk;
-    std::vector<T> pw(dweight ? nchunks * C : 0, T(0)), pb(dbias ? nchunks * C : 0, T(0));
-    parallel_range(nchunks, rows * C >= kParallelMin ? 1 : nchunks, [&](int64_t k0, int64_t k1) {
-        std::vector<T> ones;
-        if (!weight) ones.assign(C, T(1));
+    // [dweight | dbias] are accumulated side by side, in the same pass over the row that sums
+    // dnorm for dinp; a half that is not wanted is simply not copied out.
+    std::vector<T> sums(2 * C), ones;
+    if (!weight) ones.assign(C, T(1));
+    column_sums<T>(1, rows, 2 * C, sums.data(), 1.0, [&](int64_t, int64_t r0, int64_t r1, double* acc) {
+        // Local pointers: read through the closure, GCC turned w[i] into gathers.
         const T* w = weight ? weight : ones.data();
-        for (int64_t k = k0; k < k1; ++k) {
-            T* accw = dweight ? pw.data() + k * C : nullptr;
-            T* accb = dbias ? pb.data() + k * C : nullptr;
-            for (int64_t r = k * chunk; r < std::min(rows, (k + 1) * chunk); ++r) {
-                const T* x = inp + r * C;
-                const T* g = dout + r * C;
-                const T m = mean[r], s = rstd[r];
-                if (dinp) {
-                    // dnorm = g * w; dx = rstd * (dnorm - mean(dnorm) - norm * mean(dnorm * norm))
-                    T dnorm_mean = 0, dnorm_norm_mean = 0;
+        double* accw = acc;
+        double* accb = acc + C;
+        for (int64_t r = r0; r < r1; ++r) {
+            const T* x = inp + r * C;
+            const T* g = dout + r * C;
+            const T m = mean[r], s = rstd[r];
+            // dnorm = g * w; dx = rstd * (dnorm - mean(dnorm) - norm * mean(dnorm * norm))
+            T dnorm_mean = 0, dnorm_norm_mean = 0;
 #pragma omp simd reduction(+ : dnorm_mean, dnorm_norm_mean)
-                    for (int64_t i = 0; i < C; ++i) {
-                        const T dnorm = w[i] * g[i];
-                        dnorm_mean += dnorm;
-                        dnorm_norm_mean += dnorm * ((x[i] - m) * s);
-                    }
-                    dnorm_mean /= (T)C;
-                    dnorm_norm_mean /= (T)C;
-                    T* dx = dinp + r * C;
+            for (int64_t i = 0; i < C; ++i) {
+                const T norm = (x[i] - m) * s, dnorm = w[i] * g[i];
+                dnorm_mean += dnorm;
+                dnorm_norm_mean += dnorm * norm;
+                accw[i] += (double)(norm * g[i]);
+                accb[i] += (double)g[i];
+            }
+            if (!dinp) continue;
+            dnorm_mean /= (T)C;
+            dnorm_norm_mean /= (T)C;
+            T* dx = dinp + r * C;
 #pragma omp simd
-                    for (int64_t i = 0; i < C; ++i) {
-                        const T norm = (x[i] - m) * s;
-                        dx[i] = (w[i] * g[i] - dnorm_mean - norm * dnorm_norm_mean) * s;
-                    }
-                }
-                if (accw) {
-#pragma omp simd
-                    for (int64_t i = 0; i < C; ++i) accw[i] += (x[i] - m) * s * g[i];
-                }
-                if (accb) {
-#pragma omp simd
-                    for (int64_t i = 0; i < C; ++i) accb[i] += g[i];
-                }
+            for (int64_t i = 0; i < C; ++i) {
+                const T norm = (x[i] - m) * s;
+                dx[i] = (w[i] * g[i] - dnorm_mean - norm * dnorm_norm_mean) * s;
             }
         }
     });
-    for (int64_t i = 0; i < C; ++i) {
-        double tw = 0, tb = 0;
-        for (int64_t k = 0; k < nchunks; ++k) {
-            if (dweight) tw += pw[k * C + i];
-            if (dbias) tb += pb[k * C + i];
-        }
-        if (dweight) dweight[i] = (T)tw;
-        if (dbias) dbias[i] = (T)tb;
-    }
+    if (dweight) std::copy(sums.begin(), sums.begin() + C, dweight);
+    if (dbias) std::copy(sums.begin() + C, sums.end(), dbias);
 }
 
 void check_args(const char* op, const Tensor& x, const Tensor& weight, const Tensor& bias) {

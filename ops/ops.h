@@ -11,6 +11,7 @@
 #include "ops/fused.h"
 #include "ops/layer_norm.h"
 #include "ops/linear.h"
+#include "ops/pointwise.h"
 #include "ops/reduce.h"
 #include "ops/shape.h"
 #include "ops/softmax.h"

@@ -18,6 +18,13 @@
 
 namespace cnx {
 
+// Element counts below which a loop stays on the calling thread: waking helpers costs more than
+// the work. A loop that does a load, an add and a store per element needs more elements to pay
+// for it than one that spends tens of cycles per element on exp or erf (GELU, softmax, the unary
+// math), which splits earlier.
+constexpr int64_t kParallelMin = 1 << 15;
+constexpr int64_t kParallelMinCostly = 1 << 14;
+
 // Runs fn(i) once for every i in [0, n), in any order and on any of the pool's threads. If a call
 // throws, the other chunks still run and the first exception is rethrown here afterwards.
 void parallel_for(int64_t n, const std::function<void(int64_t)>& fn);

@@ -14,14 +14,12 @@
 namespace cnx {
 namespace {
 
-constexpr int64_t kParallelMin = 1 << 14;
-
 // x viewed as [A, R, B], normalised over R. For B == 1 the rows are contiguous; otherwise each
 // outer index a is processed as R vectors of length B.
 template <class T>
 void softmax_forward(T* y, const T* x, int64_t A, int64_t R, int64_t B, bool log) {
     if (B == 1) {
-        parallel_range(A, A * R >= kParallelMin ? 1 : A, [&](int64_t a0, int64_t a1) {
+        parallel_range(A, A * R >= kParallelMinCostly ? 1 : A, [&](int64_t a0, int64_t a1) {
             for (int64_t a = a0; a < a1; ++a) {
                 const T* xa = x + a * R;
                 T* ya = y + a * R;
@@ -39,7 +37,7 @@ void softmax_forward(T* y, const T* x, int64_t A, int64_t R, int64_t B, bool log
         });
         return;
     }
-    parallel_range(A, A * R * B >= kParallelMin ? 1 : A, [&](int64_t a0, int64_t a1) {
+    parallel_range(A, A * R * B >= kParallelMinCostly ? 1 : A, [&](int64_t a0, int64_t a1) {
         for (int64_t a = a0; a < a1; ++a) {
             std::vector<double> m(B, -std::numeric_limits<double>::infinity()), s(B, 0.0);
             const T* xa = x + a * R * B;
@@ -62,7 +60,7 @@ void softmax_forward(T* y, const T* x, int64_t A, int64_t R, int64_t B, bool log
 // log_softmax: dx = g - exp(y) * sum_r g
 template <class T>
 void softmax_backward(T* dx, const T* g, const T* y, int64_t A, int64_t R, int64_t B, bool log) {
-    parallel_range(A, A * R * B >= kParallelMin ? 1 : A, [&](int64_t a0, int64_t a1) {
+    parallel_range(A, A * R * B >= kParallelMinCostly ? 1 : A, [&](int64_t a0, int64_t a1) {
         for (int64_t a = a0; a < a1; ++a) {
             std::vector<double> dot(B, 0.0);
             const int64_t base = a * R * B;
@@ -125,7 +123,7 @@ double cross_entropy_forward(T* p, const T* x, const int64_t* targets, const T* 
                              int64_t C) {
     // Per-row losses summed in order afterwards: the total does not depend on the thread count.
     std::vector<double> row_loss(N);
-    parallel_range(N, N * C >= kParallelMin ? 1 : N, [&](int64_t n0, int64_t n1) {
+    parallel_range(N, N * C >= kParallelMinCostly ? 1 : N, [&](int64_t n0, int64_t n1) {
         for (int64_t n = n0; n < n1; ++n) {
             const T* xn = x + n * C;
             const double lse = row_log_sum_exp(xn, C);
@@ -151,7 +149,7 @@ double cross_entropy_forward(T* p, const T* x, const int64_t* targets, const T* 
 template <class T>
 void cross_entropy_backward(T* dx, const T* p, const int64_t* targets, const T* soft, double smoothing, int64_t N,
                             int64_t C, double scale) {
-    parallel_range(N, N * C >= kParallelMin ? 1 : N, [&](int64_t n0, int64_t n1) {
+    parallel_range(N, N * C >= kParallelMinCostly ? 1 : N, [&](int64_t n0, int64_t n1) {
         for (int64_t n = n0; n < n1; ++n) {
             const T* pn = p + n * C;
             T* dn = dx + n * C;

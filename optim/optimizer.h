@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "core/tensor.h"
+#include "ops/parallel.h"
 
 namespace cnx::optim {
 
@@ -127,9 +128,8 @@ template <class T> inline T mul_add(T x, T y, T z) {
     return x * y + z;
 #endif
 }
-// Loops shorter than this stay on one thread: a parameter of a few thousand values costs less
-// than waking the OpenMP team.
-constexpr int64_t kParallelMin = 1 << 15;
+// Loops shorter than this stay on one thread (ops/parallel.h).
+using ::cnx::kParallelMin;
 std::string format_double(double v);
 double parse_double(const std::string& key, const std::string& text);
 }  // namespace detail

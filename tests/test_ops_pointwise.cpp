@@ -1,6 +1,6 @@
 // Pointwise, normalisation, reduction, shape and loss ops: one float64 gradcheck line per case,
-// known values, the optimised layer norm against its reference, drop path statistics, float32
-// against float64, and the error messages.
+// known values, the optimised layer norm against its reference, the deterministic column sums,
+// drop path statistics, float32 against float64, and the error messages.
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -10,7 +10,10 @@
 #include "core/gradcheck.h"
 #include "core/rng.h"
 #include "core/threads.h"
+#include "ops/column_sum.h"
+#include "ops/gemm.h"
 #include "ops/ops.h"
+#include "op_check.h"
 
 using namespace cnx;
 
@@ -24,26 +27,10 @@ Tensor rn(const Shape& s) { return randn(s, DType::F64, &gen()); }
 // Values in [lo, hi): divisors kept away from zero.
 Tensor ru(const Shape& s, double lo, double hi) { return add(mul(rand(s, DType::F64, &gen()), hi - lo), lo); }
 
-// One gradcheck line: every checked input's analytic gradient against central differences.
-void grad_ok(const std::string& what, const TensorFn& fn, const std::vector<Tensor>& inputs) {
-    GradcheckResult r = gradcheck(fn, inputs);
-    INFO(what << ": max_rel_err " << r.max_rel_err << " at " << r.worst);
-    CHECK(r.pass);
-    CHECK(r.max_rel_err <= 1e-6);
-}
-
+using op_check::grad_ok;
+using op_check::max_abs_diff;
 void f32_ok(const std::string& what, const TensorFn& fn, const std::vector<Tensor>& inputs, double tol = 2e-5) {
-    double err = forward_f32_vs_f64(fn, inputs);
-    INFO(what << ": float32 vs float64 relative error " << err);
-    CHECK(err <= tol);
-}
-
-double max_abs_diff(const Tensor& a, const Tensor& b) {
-    REQUIRE(a.shape() == b.shape());
-    auto va = a.to_vector(), vb = b.to_vector();
-    double m = 0;
-    for (size_t i = 0; i < va.size(); ++i) m = std::max(m, std::fabs(va[i] - vb[i]));
-    return m;
+    op_check::f32_ok(what, fn, inputs, tol);
 }
 
 }  // namespace
@@ -322,6 +309,44 @@ TEST_CASE("column reductions do not depend on the thread count", "[pointwise]") 
     set_num_threads(0);
     CHECK(one == two);
     CHECK(one == three);
+}
+
+TEST_CASE("argmax: the first of the largest, as torch.argmax", "[pointwise]") {
+    const float a[] = {0.5f, 3.0f, -1.0f, 3.0f};
+    CHECK(argmax(a, 4) == 1);
+    const double b[] = {-2.0};
+    CHECK(argmax(b, 1) == 0);
+    const float c[] = {1.0f, std::nanf(""), 2.0f};
+    CHECK(argmax(c, 3) == 2);
+}
+
+TEST_CASE("column sums: one result for every thread count, double accumulation", "[pointwise]") {
+    const int64_t rows = 5000, width = 33;
+    Tensor x = randn({rows, width}, DType::F32, &gen());
+    const float* xp = x.data<float>();
+    auto run = [&](int threads) {
+        set_num_threads(threads);
+        std::vector<float> out(width), bias(width);
+        column_sums<float>(1, rows, width, out.data(), 1.0, [&](int64_t, int64_t r0, int64_t r1, double* acc) {
+            for (int64_t r = r0; r < r1; ++r)
+                for (int64_t j = 0; j < width; ++j) acc[j] += xp[r * width + j];
+        });
+        sum_rows<float>(xp, rows, width, bias.data());
+        CHECK(out == bias);  // the GEMM layer's bias gradient is the same sum
+        return out;
+    };
+    auto one = run(1), two = run(2), three = run(3);
+    set_num_threads(0);
+    CHECK(one == two);
+    CHECK(one == three);
+    for (int64_t j = 0; j < width; ++j) {
+        double want = 0;
+        for (int64_t r = 0; r < rows; ++r) want += xp[r * width + j];
+        CHECK(one[j] == (float)want);  // double accumulation: the float-rounded exact sum
+    }
+    // No rows: zeros (and a mean of nothing is NaN, as in PyTorch).
+    CHECK(sum(zeros({0, 3}), {0}).to_vector() == std::vector<double>{0, 0, 0});
+    CHECK(std::isnan(mean(zeros({0, 3}), {0}).to_vector()[0]));
 }
 
 TEST_CASE("drop_path behaviour", "[pointwise]") {

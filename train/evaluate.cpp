@@ -6,6 +6,7 @@
 #include "core/autograd.h"
 #include "data/loader.h"
 #include "dist/dist.h"
+#include "ops/reduce.h"
 #include "ops/softmax.h"
 
 namespace cnx::train {
@@ -53,9 +54,9 @@ EvalResult evaluate(nn::Module& model, std::shared_ptr<const data::Dataset> data
         for (int64_t i = 0; i < batch.size(); ++i) {
             const float* row = p + i * num_classes;
             int64_t label = batch.labels[i];
-            int64_t best = 0, rank = 0;
+            const int64_t best = argmax(row, num_classes);
+            int64_t rank = 0;
             for (int64_t c = 0; c < num_classes; ++c) {
-                if (row[c] > row[best]) best = c;
                 if (c != label && (row[c] > row[label] || (row[c] == row[label] && c < label))) ++rank;
             }
             correct1 += best == label;
@@ -107,7 +108,7 @@ std::vector<Prediction> predict_samples(nn::Module& model, const data::Dataset& 
         Tensor prob = softmax(logits, -1);
         const float* p = prob.data<float>();
         const int64_t classes = prob.size(-1);
-        const int64_t best = std::max_element(p, p + classes) - p;
+        const int64_t best = argmax(p, classes);
         out.push_back({i, s.label, best, p[best]});
     }
     model.train(was_training);

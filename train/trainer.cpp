@@ -90,13 +90,6 @@ std::string read_file_bytes(const std::string& path) {
     return std::string(std::istreambuf_iterator<char>(f), {});
 }
 
-int64_t row_argmax(const float* row, int64_t n) {
-    int64_t best = 0;
-    for (int64_t c = 1; c < n; ++c)
-        if (row[c] > row[best]) best = c;
-    return best;
-}
-
 // One call of fit: the state of the run and its steps.
 class Run {
 public:
@@ -323,7 +316,7 @@ TrainEpochEnd Run::train_epoch() {
                      " is intact. Try a lower --lr or --clip-grad.");
             const float* lp = logits.data<float>();
             for (int64_t i = 0; i < batch.size(); ++i)
-                correct += row_argmax(lp + i * o_.num_classes, o_.num_classes) == batch.labels[i];
+                correct += argmax(lp + i * o_.num_classes, o_.num_classes) == batch.labels[i];
         }
         // The running statistics are the global batch's: every rank holds the same sums, so the
         // checkpoint (written by rank 0) is the whole job's. Summed before backward: backward may
