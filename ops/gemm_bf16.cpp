@@ -149,7 +149,7 @@ struct Bf16Kernels {
                                       uint32_t* buf) {
         const int64_t kcu = (kc + 1) / 2;
         if (g.ta) {  // op(A)(r, k) = A[k * lda + i0 + r]: rows k and k+1 of A, MR values each
-            const __mmask16 m = lanes(mr);
+            const __mmask16 m = i0 + 16 <= g.M ? (__mmask16)0xFFFF : lanes(mr);  // plain loads where possible
             for (int64_t kp = 0; kp < kcu; ++kp) {
                 const float* r0 = g.A + (pc + 2 * kp) * g.lda + i0;
                 __m512 lo = load16(r0, m), hi = 2 * kp + 1 < kc ? load16(r0 + g.lda, m) : _mm512_setzero_ps();
@@ -170,7 +170,9 @@ struct Bf16Kernels {
         return {buf, MR, true};
     }
 
-    static void kernel(const APanel<uint32_t>& a, int64_t kcu, const uint32_t* bp, float* tile,
+    static bool b_in_place(const GemmArgs&) { return false; }  // B is converted: always packed
+
+    static void kernel(const APanel<uint32_t>& a, int64_t kcu, const uint32_t* bp, int64_t, float* tile,
                        const KernelHints& h) {
         micro_kernel_bf16(kcu, a.p, bp, tile, h);
     }

@@ -164,17 +164,6 @@ inline void transpose16(__m512 r[16]) {
     }
 }
 
-// The C tile a micro-kernel will store: each of its MR rows' two cache lines is prefetched with
-// write intent, one row per k iteration, so the read-for-ownership overlaps the arithmetic.
-// (Inline assembly: GCC 12 dropped __builtin_prefetch(p, 1, 3) from the float32 kernel, as its
-// mod-ref analysis saw no store through p there.)
-inline void prefetch_c_row(const float* c, int64_t ldc, int64_t k) {
-    if (c && k < MR) {
-        asm volatile("prefetchw %0" ::"m"(c[k * ldc]));
-        asm volatile("prefetchw %0" ::"m"(c[k * ldc + 16]));
-    }
-}
-
 // C[i0 + r, j0 + j] for r < mr, j < nr from the accumulated tile. first: this is the first K
 // block (C = beta*C + alpha*acc); otherwise C += alpha*acc. last: apply the epilogue. Each row is
 // two 16-lane halves under masks (all-ones except in the last column panel).
@@ -224,16 +213,38 @@ struct KernelPrefetch {
     }
 };
 
-// What a micro-kernel is told besides its operands: the C tile it will be stored to (null for a
-// partial tile; prefetched with write intent) and the addresses to prefetch into L2.
+// What a micro-kernel is told besides its operands: the rows it will store to or the epilogue
+// will read (the C tile, and the pre-activation, GELU input and residual tiles in the last depth
+// block: the latter are whole activations, read once, from DRAM), prefetched one row per depth
+// step; and the addresses to prefetch into L2 for the calls that follow.
+struct TileRows {
+    const float* p;  // row 0, column j0
+    int64_t ld;
+    bool write;
+};
 struct KernelHints {
-    const float* c_next;
-    int64_t ldc;
-    const KernelPrefetch* pf;
+    TileRows tiles[4];
+    int n_tiles = 0;
+    const KernelPrefetch* pf = nullptr;
+    void add(const float* p, int64_t ld, bool write) {
+        if (p) tiles[n_tiles++] = {p, ld, write};
+    }
 };
 
+// Inline assembly for the write prefetch: GCC 12 dropped __builtin_prefetch(p, 1, 3) from the
+// float32 kernel, as its mod-ref analysis saw no store through p there.
 inline void prefetch_step(const KernelHints& h, int64_t k) {
-    prefetch_c_row(h.c_next, h.ldc, k);
+    if (k < MR)
+        for (int t = 0; t < h.n_tiles; ++t) {
+            const float* row = h.tiles[t].p + k * h.tiles[t].ld;
+            if (h.tiles[t].write) {
+                asm volatile("prefetchw %0" ::"m"(row[0]));
+                asm volatile("prefetchw %0" ::"m"(row[16]));
+            } else {
+                _mm_prefetch((const char*)row, _MM_HINT_T0);
+                _mm_prefetch((const char*)(row + 16), _MM_HINT_T0);
+            }
+        }
     const int64_t i = 2 * k;
     if (i < h.pf->n) {
         _mm_prefetch(h.pf->p[i], _MM_HINT_T1);
@@ -350,13 +361,85 @@ struct ThreadScratch {
 //   KT::pack_b(g, pc, kc, j, nr, dst)            NR-wide panel of op(B), [ceil(kc/KU)][NR]
 //   KT::prepare_a(g, i0, mr, pc, kc, buf) -> APanel<P>   (may point into A, or pack into buf)
 //   KT::a_buffer_size(kc)      elements prepare_a may need
-//   KT::kernel(ap, kcu, bp, tile, hints)       tile[MR][NR] = op(A) op(B), prefetching as hinted
+//   KT::b_in_place(g)          full panels of op(B) are read from B itself (P = float only)
+//   KT::kernel(ap, kcu, bp, ldb, tile, hints)  tile[MR][NR] = op(A) op(B), B panel rows ldb apart,
+//                                              prefetching as hinted
 // kc_max / nc_max: the depth block and packed column block (a multiple of NR) in elements.
+// Depth chunks of a deep product with a small output (the weight gradients of the first
+// stages: 96 x 384 summed over 25088 pixels), a function of the shape alone so that results never
+// depend on the thread count: 1 (no split) unless K >= 4 (M + N) and K >= 2048.
+inline int64_t depth_chunks(int64_t M, int64_t N, int64_t K) {
+    if (K < 4 * (M + N) || K < 2048) return 1;
+    return std::min<int64_t>(16, K / 1024);
+}
+
 template <class KT>
-void gemm_blocked(const GemmArgs& g, int64_t kc_max, int64_t nc_max) {
+void gemm_blocked(const GemmArgs& g, int64_t kc_max, int64_t nc_max, bool serial = false,
+                  const GemmArgs* follow = nullptr);
+
+// A deep product as S independent depth chunks, each a serial GEMM into its own partial C, handed
+// to threads by parallel_for; the partials are then summed in chunk order and stored through the
+// epilogue. Splitting by columns or rows instead made every thread stream (and pack) all of the
+// other operand: 2 threads ran the stage-0 weight gradient at 75% of the one-thread rate per core.
+template <class KT>
+void gemm_depth_split(const GemmArgs& g, int64_t kc_max, int64_t nc_max, int64_t S) {
+    const int64_t M = g.M, N = g.N, K = g.K;
+    const int64_t chunk = ((K + S - 1) / S + 31) / 32 * 32;  // whole bf16 pairs and cache lines
+    S = (K + chunk - 1) / chunk;
+    static thread_local AlignedBuffer<float> scratch;
+    float* part = scratch.get(S * M * N);
+    const GemmEpilogue<float> none;
+    parallel_for(S, [&](int64_t s) {
+        const int64_t k0 = s * chunk;
+        GemmArgs c = g;
+        c.K = std::min(chunk, K - k0);
+        c.A = g.ta ? g.A + k0 * g.lda : g.A + k0;
+        c.B = g.tb ? g.B + k0 : g.B + k0 * g.ldb;
+        c.alpha = 1.0f, c.beta = 0.0f;
+        c.C = part + s * M * N, c.ldc = N;
+        c.ep = &none;
+        // The thread that finishes this chunk most likely takes the next one: its first depth
+        // block streams in during this one's last.
+        GemmArgs next = c;
+        next.K = std::min(chunk, K - k0 - chunk);
+        next.A = g.ta ? c.A + chunk * g.lda : c.A + chunk;
+        next.B = g.tb ? c.B + chunk : c.B + chunk * g.ldb;
+        gemm_blocked<KT>(c, kc_max, nc_max, true, s + 1 < S ? &next : nullptr);
+    });
+    const int64_t n_rp = (M + MR - 1) / MR, n_cp = (N + NR - 1) / NR;
+    parallel_range(n_rp, M * N * S < (1 << 16) ? n_rp : 1, [&](int64_t rp0, int64_t rp1) {
+        alignas(64) float tile[MR * NR];
+        for (int64_t rp = rp0; rp < rp1; ++rp)
+            for (int64_t cp = 0; cp < n_cp; ++cp) {
+                const int64_t i0 = rp * MR, j0 = cp * NR;
+                const int mr = (int)std::min<int64_t>(MR, M - i0), nr = (int)std::min<int64_t>(NR, N - j0);
+                const __mmask16 m0 = lanes(nr), m1 = lanes(nr - 16);
+                for (int r = 0; r < mr; ++r) {
+                    const float* src = part + (i0 + r) * N + j0;
+                    __m512 v0 = _mm512_maskz_loadu_ps(m0, src), v1 = _mm512_maskz_loadu_ps(m1, src + 16);
+                    for (int64_t s = 1; s < S; ++s) {
+                        v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, src + s * M * N));
+                        v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, src + s * M * N + 16));
+                    }
+                    _mm512_store_ps(tile + r * NR, v0);
+                    _mm512_store_ps(tile + r * NR + 16, v1);
+                }
+                store_tile(tile, mr, nr, g.C, g.ldc, i0, j0, g.alpha, g.beta, true, true, *g.ep);
+            }
+    });
+}
+
+// serial: run on the calling thread alone, without splitting the depth (a chunk of the above);
+// follow: the chunk that comes next, whose first depth block is prefetched during the last one.
+template <class KT>
+void gemm_blocked(const GemmArgs& g, int64_t kc_max, int64_t nc_max, bool serial, const GemmArgs* follow) {
     using P = typename KT::P;
     constexpr int KU = KT::KU;
     const int64_t M = g.M, N = g.N, K = g.K;
+    if (!serial) {
+        const int64_t S = depth_chunks(M, N, K);
+        if (S > 1) return gemm_depth_split<KT>(g, kc_max, nc_max, S);
+    }
     // Depth blocks of equal size (a 384-deep product runs as 2 x 192, not 256 + 128), a whole
     // number of packed elements except in the last.
     const int64_t nkb = (K + kc_max - 1) / kc_max;
@@ -366,11 +449,12 @@ void gemm_blocked(const GemmArgs& g, int64_t kc_max, int64_t nc_max) {
     const int64_t nc_panels = std::max<int64_t>(1, nc_max / NR);  // panels per packed block
 
     // Small products are not worth waking the helpers.
-    const int nt = (double)M * N * K < 4e5 ? 1 : parallel_threads();
+    const int nt = serial || (double)M * N * K < 4e5 ? 1 : parallel_threads();
     const Units un = choose_units(nt, n_rp, n_cp);
     static std::atomic<uint64_t> calls{0};
     const uint64_t call = ++calls;
 
+    const bool b_in_place = KT::b_in_place(g);
     // Row units all need every panel of op(B) (the weight): pack it once, shared, before they
     // start. Depth block q's panels start at q * n_cp * kcu_blk * NR, panel p of it p * kcu further.
     P* shared_b = nullptr;
@@ -380,8 +464,9 @@ void gemm_blocked(const GemmArgs& g, int64_t kc_max, int64_t nc_max) {
         auto pack = [&](int64_t q) {
             const int64_t pcb = q / n_cp, p = q % n_cp, pc = pcb * kc_blk;
             const int64_t kc = std::min(kc_blk, K - pc), kcu = (kc + KU - 1) / KU;
-            KT::pack_b(g, pc, kc, p * NR, (int)std::min<int64_t>(NR, N - p * NR),
-                       shared_b + (pcb * n_cp * kcu_blk + p * kcu) * NR);
+            if (!(b_in_place && p * NR + NR <= N))
+                KT::pack_b(g, pc, kc, p * NR, (int)std::min<int64_t>(NR, N - p * NR),
+                           shared_b + (pcb * n_cp * kcu_blk + p * kcu) * NR);
         };
         if (K * N < (1 << 16))
             for (int64_t q = 0; q < nkb * n_cp; ++q) pack(q);
@@ -409,24 +494,27 @@ void gemm_blocked(const GemmArgs& g, int64_t kc_max, int64_t nc_max) {
                     bp = shared_b + ((pc / kc_blk) * n_cp * kcu_blk + jp * kcu) * NR;
                 } else if (ts.p0 != jp || ts.pc != pc) {
                     for (int64_t p = jp; p < jq; ++p)
-                        KT::pack_b(g, pc, kc, p * NR, (int)std::min<int64_t>(NR, N - p * NR),
-                                   bp + (p - jp) * kcu * NR);
+                        if (!(b_in_place && p * NR + NR <= N))
+                            KT::pack_b(g, pc, kc, p * NR, (int)std::min<int64_t>(NR, N - p * NR),
+                                       bp + (p - jp) * kcu * NR);
                     ts.p0 = jp, ts.pc = pc;
                 }
                 // While this block computes, the next one's sources stream into L2 (B when this
                 // unit packs its own, and A^T, read along the depth).
                 BlockPrefetch next;
-                const int64_t pn = pc + kc, kn = std::min(kc_blk, K - pn);
-                if (!last) {
+                const GemmArgs* nx = last ? (jq == cp1 ? follow : nullptr) : &g;
+                if (nx) {
+                    // Depths [pn, pn + kn) of nx: the next block of this product, or the first of the next.
+                    const int64_t pn = last ? 0 : pc + kc, kn = std::min(kc_blk, nx->K - pn);
                     if (!shared_b) {
-                        if (g.tb)
-                            next.add(g.B + j_lo * g.ldb + pn, j_hi - j_lo, kn * 4, g.ldb * 4);
+                        if (nx->tb)
+                            next.add(nx->B + j_lo * nx->ldb + pn, j_hi - j_lo, kn * 4, nx->ldb * 4);
                         else
-                            next.add(g.B + pn * g.ldb + j_lo, kn, (j_hi - j_lo) * 4, g.ldb * 4);
+                            next.add(nx->B + pn * nx->ldb + j_lo, kn, (j_hi - j_lo) * 4, nx->ldb * 4);
                     }
-                    if (g.ta) {
+                    if (nx->ta) {
                         const int64_t i_lo = rp0 * MR, i_hi = std::min(M, rp1 * MR);
-                        next.add(g.A + pn * g.lda + i_lo, kn, (i_hi - i_lo) * 4, g.lda * 4);
+                        next.add(nx->A + pn * nx->lda + i_lo, kn, (i_hi - i_lo) * 4, nx->lda * 4);
                     }
                 }
                 next.pace((rp1 - rp0) * (jq - jp));
@@ -443,8 +531,20 @@ void gemm_blocked(const GemmArgs& g, int64_t kc_max, int64_t nc_max) {
                             pf.add_lines(g.A + (i0 + MR) * g.lda + pc, std::min<int64_t>(MR, M - i0 - MR), kc * 4,
                                          g.lda * 4);
                         next.take(pf);
-                        const KernelHints hints{mr == MR ? g.C + i0 * g.ldc + j0 : nullptr, g.ldc, &pf};
-                        KT::kernel(ap, kcu, bp + (p - jp) * kcu * NR, tile, hints);
+                        KernelHints hints;
+                        hints.pf = &pf;
+                        if (mr == MR) {
+                            hints.add(g.C + i0 * g.ldc + j0, g.ldc, true);
+                            const GemmEpilogue<float>& ep = *g.ep;
+                            if (last && ep.pre) hints.add(ep.pre + i0 * ep.ld_pre + j0, ep.ld_pre, true);
+                            if (last && ep.act == GemmAct::GeluGrad)
+                                hints.add(ep.act_in + i0 * ep.ld_act_in + j0, ep.ld_act_in, false);
+                            if (last && ep.residual) hints.add(ep.residual + i0 * ep.ld_residual + j0, ep.ld_residual, false);
+                        }
+                        if (b_in_place && j0 + NR <= N)
+                            KT::kernel(ap, kcu, (const P*)(g.B + pc * g.ldb + j0), g.ldb, tile, hints);
+                        else
+                            KT::kernel(ap, kcu, bp + (p - jp) * kcu * NR, NR, tile, hints);
                         store_tile(tile, mr, nr, g.C, g.ldc, i0, j0, g.alpha, g.beta, first, last, *g.ep);
                     }
                 }
