@@ -122,7 +122,9 @@ TEST_CASE("gemm: AVX-512 kernels match OpenBLAS on every transpose and edge", "[
     // copied to dodge L1 set conflicts) and not.
     const std::vector<S> shapes = {{1, 1, 1, 0},      {13, 31, 7, 0},    {14, 32, 16, 0},  {15, 33, 17, 3},
                                    {29, 47, 257, 0},  {57, 96, 384, 5},  {100, 160, 40, 0}, {9, 545, 70, 2},
-                                   {300, 40, 600, 1}, {3, 7, 1100, 0},   {31, 70, 256, 0},  {45, 33, 512, 0}};
+                                   {300, 40, 600, 1}, {3, 7, 1100, 0},   {31, 70, 256, 0},  {45, 33, 512, 0},
+                                   {20, 40, 4000, 0},  // many depth blocks of a narrow B in one group
+                                   {50, 32, 8, 0}};    // ldb == NR: in place and packed panels alike
     uint64_t seed = 1;
     for (GemmBlocking blk : {GemmBlocking{}, GemmBlocking{48, 64}})
         for (const S& s : shapes)

@@ -7,23 +7,27 @@
 //
 // Blocking follows Goto / BLIS (Goto & van de Geijn 2008; Van Zee & van de Geijn 2015): C is cut
 // into work units (row chunk x column chunk) handed to threads by parallel_for; within a unit,
-//   for jc (<= nc columns) / for pc (<= kc depth): pack op(B)[kc x nc] into NR-wide panels (in
-//   the thread's own buffer) / for each MR-row panel: prepare the A panel / for each NR-column
-//   panel: the micro-kernel accumulates one MR x NR tile over kc in 28 zmm registers, then the
-//   epilogue stores it.
-// The A row panel (MR x kc) stays in L1 while the thread walks the column panels; the packed B
-// block (kc x nc) stays in L2: kc and nc come from the CPU's cache sizes (gemm_blocking()).
+//   for jc (<= nc columns) / for a group of depth blocks (kc each, as many as fit the kc x nc L2
+//   budget): pack their op(B) panels (NR wide, in the thread's own buffer, or read B in place) /
+//   for each MR-row panel / for each depth block of the group: prepare the A panel / for each
+//   NR-column panel: the micro-kernel accumulates one MR x NR tile over kc in 28 zmm registers,
+//   then the epilogue stores it.
+// The A row panel (MR x kc) stays in L1 while the thread walks the column panels; the B panels
+// stay in L2; a row panel's C tiles stay in cache across the depth blocks of a group. kc and nc
+// come from the CPU's cache sizes (gemm_blocking()).
 //
-// Memory latency is hidden by software prefetches, which is what lifted every ConvNeXt shape
-// from ~80% to ~90% of the FMA peak on a Zen 4: each micro-kernel pulls in its C tile (with
-// write intent) during its first iterations, so the store does not wait for a read-for-ownership
-// from DRAM; the next row panel of A streams into L2 while the current one computes; and while
-// one depth block computes, the source rows of the next one (op(B) block, and op(A) for A^T)
-// stream into L2, so the packing that follows reads from cache (the weight-gradient GEMMs, whose
-// depth is the pixel count, spent a quarter of their time packing from DRAM without it).
+// Memory latency is hidden by software prefetches, which is what lifted the ConvNeXt shapes from
+// 70-87% to 80-90% of the FMA peak on a Zen 4: each micro-kernel pulls in the C tile it will
+// store (with write intent) and the epilogue's side inputs during its first iterations, so the
+// stores do not wait for reads from DRAM; the next row panel of A streams into L2 while the
+// current one computes; and while one group of depth blocks computes, the source rows of the
+// next (op(B), and op(A) for A^T) stream into L2, so the packing that follows reads from cache
+// (the weight-gradient GEMMs, whose depth is the pixel count, spent a quarter of their time
+// packing from DRAM without it).
 //
 // Every output element is computed by the same sequence of operations whatever the number of
-// threads and whichever thread owns its tile (K is never split across threads), so results do not
+// threads and whichever thread owns its tile: K is never split across threads, except into depth
+// chunks fixed by the shape alone (gemm_depth_split), summed in chunk order. So results do not
 // depend on the thread count.
 #include <immintrin.h>
 
@@ -492,29 +496,23 @@ void gemm_blocked(const GemmArgs& g, int64_t kc_max, int64_t nc_max, bool serial
             // tile then stays in cache between depth blocks instead of a pass over all of C (in
             // DRAM for the large activations) per block (+5-8% where K = 384 on Zen 4). With A
             // stored [K,M] the group's rows of A stream through L2 as well and count too.
-            const int64_t a_cols = g.ta ? std::min(M, rp1 * MR) - rp0 * MR : 0;
-            const int64_t group = std::max<int64_t>(1, nc_panels * NR / (j_hi - j_lo + a_cols));
+            const int64_t a_panels = g.ta ? (std::min(M, rp1 * MR) - rp0 * MR + NR - 1) / NR : 0;
+            const int64_t group = std::max<int64_t>(1, nc_panels / (np + a_panels));  // group * np <= nc_panels
             for (int64_t q0 = 0; q0 < nkb; q0 += group) {
                 const int64_t q1 = std::min(nkb, q0 + group);
-                // B panel p of depth block q (q0 <= q < q1), packed or in place, and its row stride.
-                auto b_panel = [&](int64_t q, int64_t p, int64_t kcu, int64_t& ld) -> const P* {
-                    ld = NR;
-                    if (b_in_place && p * NR + NR <= N) {
-                        ld = g.ldb;
-                        return (const P*)(g.B + q * kc_blk * g.ldb + p * NR);
-                    }
+                // B panel p of depth block q (q0 <= q < q1): read in place (row stride ldb), or packed.
+                auto in_place = [&](int64_t p) { return b_in_place && p * NR + NR <= N; };
+                auto packed_panel = [&](int64_t q, int64_t p, int64_t kcu) -> P* {
                     if (shared_b) return shared_b + (q * n_cp * kcu_blk + p * kcu) * NR;
                     return bbuf + ((q - q0) * np * kcu_blk + (p - jp) * kcu) * NR;
                 };
                 if (!shared_b && (ts.p0 != jp || ts.pc != q0)) {
                     for (int64_t q = q0; q < q1; ++q) {
                         const int64_t pc = q * kc_blk, kc = std::min(kc_blk, K - pc), kcu = (kc + KU - 1) / KU;
-                        for (int64_t p = jp; p < jq; ++p) {
-                            int64_t ld;
-                            const P* dst = b_panel(q, p, kcu, ld);
-                            if (ld == NR)
-                                KT::pack_b(g, pc, kc, p * NR, (int)std::min<int64_t>(NR, N - p * NR), (P*)dst);
-                        }
+                        for (int64_t p = jp; p < jq; ++p)
+                            if (!in_place(p))
+                                KT::pack_b(g, pc, kc, p * NR, (int)std::min<int64_t>(NR, N - p * NR),
+                                           packed_panel(q, p, kcu));
                     }
                     ts.p0 = jp, ts.pc = q0;
                 }
@@ -566,9 +564,10 @@ void gemm_blocked(const GemmArgs& g, int64_t kc_max, int64_t nc_max, bool serial
                                 if (last && ep.residual)
                                     hints.add(ep.residual + i0 * ep.ld_residual + j0, ep.ld_residual, false);
                             }
-                            int64_t ldb;
-                            const P* bp = b_panel(q, p, kcu, ldb);
-                            KT::kernel(ap, kcu, bp, ldb, tile, hints);
+                            if (in_place(p))
+                                KT::kernel(ap, kcu, (const P*)(g.B + pc * g.ldb + j0), g.ldb, tile, hints);
+                            else
+                                KT::kernel(ap, kcu, packed_panel(q, p, kcu), NR, tile, hints);
                             store_tile(tile, mr, nr, g.C, g.ldc, i0, j0, g.alpha, g.beta, first, last, *g.ep);
                         }
                     }
