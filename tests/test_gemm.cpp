@@ -124,7 +124,8 @@ TEST_CASE("gemm: AVX-512 kernels match OpenBLAS on every transpose and edge", "[
                                    {29, 47, 257, 0},  {57, 96, 384, 5},  {100, 160, 40, 0}, {9, 545, 70, 2},
                                    {300, 40, 600, 1}, {3, 7, 1100, 0},   {31, 70, 256, 0},  {45, 33, 512, 0},
                                    {20, 40, 4000, 0},  // many depth blocks of a narrow B in one group
-                                   {50, 32, 8, 0}};    // ldb == NR: in place and packed panels alike
+                                   {50, 32, 8, 0},     // ldb == NR: in place and packed panels alike
+                                   {40, 20, 4000, 1}};  // depth chunks, computed transposed (M > N)
     uint64_t seed = 1;
     for (GemmBlocking blk : {GemmBlocking{}, GemmBlocking{48, 64}})
         for (const S& s : shapes)
@@ -277,6 +278,34 @@ std::vector<float> reference(const Problem& p, bool bf16, bool ga = false, bool 
 }
 
 }  // namespace
+
+TEST_CASE("gemm: deep products in depth chunks keep epilogues and GELU operands, either orientation", "[gemm]") {
+    if (!gemm_avx512_supported()) return;
+    BackendGuard bg;
+    ThreadsGuard tg;
+    const int64_t K = 3000;  // >= 2048 and >= 4 (M + N): split into fixed depth chunks
+    for (auto mn : {std::pair<int64_t, int64_t>{45, 20}, {20, 45}})
+        for (int t = 0; t < 4; ++t) {
+            const int64_t M = mn.first, N = mn.second;
+            Problem p(t & 1, t & 2, M, N, K, 0, 0.5f, 1.0f, 1000 + t);
+            for (auto& v : p.A) v *= 0.2f;
+            std::vector<float> bias = random_floats(N, 11), res = random_floats(M * N, 12);
+            GemmEpilogue<float> ep;
+            ep.bias = bias.data(), ep.residual = res.data(), ep.ld_residual = N;
+            INFO("M=" << M << " N=" << N << " ta=" << (t & 1) << " tb=" << (t & 2));
+            for (bool ga : {false, true}) {
+                set_num_threads(1);
+                const auto one = p.run(GemmBackend::Avx512, ep, ga, !ga);
+                set_num_threads(3);
+                REQUIRE(one == p.run(GemmBackend::Avx512, ep, ga, !ga));
+                const auto ref = reference(p, false, ga, !ga);
+                double worst = 0;
+                for (int64_t q = 0; q < M * N; ++q)
+                    worst = std::max(worst, std::fabs(one[q] - ((double)ref[q] + bias[q % N] + res[q])));
+                REQUIRE(worst / (K / 3.0) < 1e-6);
+            }
+        }
+}
 
 TEST_CASE("gemm bf16: the exact product of the rounded operands on every transpose and edge, fp32 within bf16 "
           "tolerance", "[gemm][bf16]") {
