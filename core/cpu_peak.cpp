@@ -75,16 +75,22 @@ __attribute__((noinline)) float fma_avx2(int64_t iters) {
 
 #pragma GCC push_options
 #pragma GCC target("avx512f")
-__attribute__((noinline)) float fma_avx512(int64_t iters) {
+// kAcc independent chains acc = step(acc), then their sum (so none is optimised away).
+template <class Step>
+__attribute__((always_inline)) inline float chains_avx512(int64_t iters, Step step) {
     __m512 acc[kAcc];
-    const __m512 a = _mm512_set1_ps(0.999f), b = _mm512_set1_ps(1e-4f);
     for (int i = 0; i < kAcc; ++i) acc[i] = _mm512_set1_ps(0.001f * i);
     for (int64_t it = 0; it < iters; ++it)
 #pragma GCC unroll 24
-        for (int i = 0; i < kAcc; ++i) acc[i] = _mm512_fmadd_ps(acc[i], a, b);
+        for (int i = 0; i < kAcc; ++i) acc[i] = step(acc[i]);
     __m512 s = acc[0];
     for (int i = 1; i < kAcc; ++i) s = _mm512_add_ps(s, acc[i]);
     return _mm512_reduce_add_ps(s);
+}
+
+__attribute__((noinline)) float fma_avx512(int64_t iters) {
+    const __m512 a = _mm512_set1_ps(0.999f), b = _mm512_set1_ps(1e-4f);
+    return chains_avx512(iters, [&](__m512 x) { return _mm512_fmadd_ps(x, a, b); });
 }
 
 // a[i] = b[i] + 3 c[i] over [begin, end) (16-float aligned).
@@ -98,16 +104,9 @@ __attribute__((noinline)) void triad_avx512(float* a, const float* b, const floa
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bf16")
 __attribute__((noinline)) float dpbf16_avx512(int64_t iters) {
-    __m512 acc[kAcc];
     // 1.0 and 2^-10 in bf16, pairwise: every lane adds 2 x 2^-10 per instruction, far from overflow.
     const __m512bh a = (__m512bh)_mm512_set1_epi16(0x3f80), b = (__m512bh)_mm512_set1_epi16(0x3a80);
-    for (int i = 0; i < kAcc; ++i) acc[i] = _mm512_set1_ps(0.001f * i);
-    for (int64_t it = 0; it < iters; ++it)
-#pragma GCC unroll 24
-        for (int i = 0; i < kAcc; ++i) acc[i] = _mm512_dpbf16_ps(acc[i], a, b);
-    __m512 s = acc[0];
-    for (int i = 1; i < kAcc; ++i) s = _mm512_add_ps(s, acc[i]);
-    return _mm512_reduce_add_ps(s);
+    return chains_avx512(iters, [&](__m512 x) { return _mm512_dpbf16_ps(x, a, b); });
 }
 #pragma GCC pop_options
 #endif
