@@ -1,5 +1,6 @@
 // convnext bench: the workloads of the peer benchmark (shared/peer/torch_bench.py), same arguments
-// and JSON fields, so the two can be run interleaved and compared.
+// and JSON fields, so the two can be run interleaved and compared; plus the machine's limits
+// (--peak) and the model's GEMMs one by one (--gemm).
 #include <sys/resource.h>
 
 #include <chrono>
@@ -9,7 +10,10 @@
 #include <nlohmann/json.hpp>
 
 #include "apps/command.h"
+#include "bench/gemm_shapes.h"
 #include "core/autograd.h"
+#include "core/cpu_info.h"
+#include "core/cpu_peak.h"
 #include "core/rng.h"
 #include "core/threads.h"
 #include "models/convnext.h"
@@ -23,13 +27,114 @@ struct BenchOptions {
     std::string model = "convnext_tiny", mode = "train";
     int64_t batch_size = 16, image_size = 224, num_classes = 1000, in_chans = 3, steps = 3, warmup = 1;
     int threads = 0;
-    bool json = false, profile = false;
+    bool json = false, profile = false, peak = false, gemm = false;
+    int reps = 5;
 };
 
 double peak_rss_mb() {
     rusage ru{};
     getrusage(RUSAGE_SELF, &ru);
     return ru.ru_maxrss / 1024.0;  // Linux reports KiB
+}
+
+// --peak: measure now, store in the per-CPU cache, print.
+int run_peak(const BenchOptions& o) {
+    const CpuInfo& ci = cpu_info();
+    const PeakRates r = measure_peak(true, true, ci.hardware_threads);
+    const std::string path = store_peak(r);
+    if (o.json) {
+        nlohmann::json j{{"cpu", ci.model_name},
+                         {"cpu_family", ci.family},
+                         {"cpu_model", ci.model},
+                         {"l1d_kb", ci.l1d_bytes / 1024},
+                         {"l2_kb", ci.l2_bytes / 1024},
+                         {"l3_kb", ci.l3_bytes / 1024},
+                         {"threads", r.threads},
+                         {"fp32_kind", r.fp32_kind},
+                         {"fp32_gflops_per_core", r.fp32_core},
+                         {"fp32_gflops_all", r.fp32_all},
+                         {"bf16_gflops_per_core", r.bf16_core},
+                         {"bf16_gflops_all", r.bf16_all},
+                         {"bf16_over_fp32", r.fp32_core > 0 ? r.bf16_core / r.fp32_core : 0.0},
+                         {"mem_gbs_per_core", r.mem_core},
+                         {"mem_gbs_all", r.mem_all},
+                         {"cache_file", path}};
+        std::cout << j.dump() << "\n";
+        return 0;
+    }
+    std::printf("CPU: %s\n", ci.summary().c_str());
+    std::printf("fp32 FMA (%s):   %7.1f GFLOP/s one core, %7.1f all %d threads\n", r.fp32_kind.c_str(), r.fp32_core,
+                r.fp32_all, r.threads);
+    if (r.bf16_core > 0)
+        std::printf("bf16 dot (vdpbf16ps): %7.1f GFLOP/s one core, %7.1f all %d threads (%.2fx fp32)\n", r.bf16_core,
+                    r.bf16_all, r.threads, r.bf16_core / r.fp32_core);
+    else
+        std::printf("bf16 dot: this CPU has no AVX512_BF16\n");
+    std::printf("memory (triad):       %7.1f GB/s one core, %7.1f all %d threads\n", r.mem_core, r.mem_all, r.threads);
+    std::printf("(rates per CPU-second of each thread, best of several runs; %s)\n",
+                path.empty() ? "not cached" : ("cached in " + path).c_str());
+    return 0;
+}
+
+// --gemm: the model's pointwise-conv GEMMs at this batch and image size, float32 on one thread
+// (per CPU-second of that thread) and on --threads, and bf16 on one thread where the CPU has it.
+int run_gemm(const BenchOptions& o) {
+    const int threads = o.threads > 0 ? o.threads : hardware_threads();
+    const PeakRates peak = compute_peak();
+    const bool bf16 = gemm_bf16_supported();
+    const auto shapes = bench::convnext_gemm_shapes(models::model_options(o.model), o.batch_size, o.image_size);
+    const Bf16Kernel prev_kernel = bf16_kernel();
+    set_bf16_kernel(Bf16Kernel::Always);
+    nlohmann::json rows = nlohmann::json::array();
+    if (!o.json)
+        std::printf("%-20s %6s %6s %6s  %9s %6s  %9s %9s  %9s %6s\n", "shape", "M", "N", "K", "fp32_1t", "peak",
+                    "fp32_nt", "nt_wall", "bf16_1t", "peak");
+    for (const auto& s : shapes) {
+        manual_seed(0);
+        bench::GemmOperands ops(s);
+        set_num_threads(1);
+        const bench::GemmRate one = bench::time_gemm(s, ops, 1, o.reps);
+        set_num_threads(threads);
+        const bench::GemmRate many = bench::time_gemm(s, ops, threads, o.reps);
+        bench::GemmRate b16;
+        if (bf16) {
+            MatmulPrecisionGuard pg(MatmulPrecision::BFloat16);
+            set_num_threads(1);
+            b16 = bench::time_gemm(s, ops, 1, o.reps);
+            set_num_threads(threads);
+        }
+        rows.push_back({{"shape", s.name},
+                        {"M", s.M},
+                        {"N", s.N},
+                        {"K", s.K},
+                        {"fp32_gflops_cpu_1t", one.cpu_gflops},
+                        {"fp32_fraction_of_core_peak", one.cpu_gflops / peak.fp32_core},
+                        {"fp32_gflops_cpu_nt", many.cpu_gflops},
+                        {"fp32_gflops_wall_nt", many.wall_gflops},
+                        {"bf16_gflops_cpu_1t", b16.cpu_gflops},
+                        {"bf16_fraction_of_core_peak", peak.bf16_core > 0 ? b16.cpu_gflops / peak.bf16_core : 0.0}});
+        if (!o.json)
+            std::printf("%-20s %6lld %6lld %6lld  %9.1f %5.0f%%  %9.1f %9.1f  %9.1f %5.0f%%\n", s.name.c_str(),
+                        (long long)s.M, (long long)s.N, (long long)s.K, one.cpu_gflops,
+                        100 * one.cpu_gflops / peak.fp32_core, many.cpu_gflops, many.wall_gflops, b16.cpu_gflops,
+                        peak.bf16_core > 0 ? 100 * b16.cpu_gflops / peak.bf16_core : 0.0);
+    }
+    set_bf16_kernel(prev_kernel);
+    if (o.json) {
+        nlohmann::json j{{"model", o.model},
+                         {"batch_size", o.batch_size},
+                         {"image_size", o.image_size},
+                         {"threads", threads},
+                         {"fp32_peak_gflops_per_core", peak.fp32_core},
+                         {"bf16_peak_gflops_per_core", peak.bf16_core},
+                         {"gemm", rows}};
+        std::cout << j.dump() << "\n";
+    } else {
+        std::printf("GFLOP per CPU-second (1t: the calling thread; %dt: the process, so per core), best of %d; "
+                    "peak: fraction of the one-core peak (fp32 %.1f, bf16 %.1f GFLOP/s)\n",
+                    threads, o.reps, peak.fp32_core, peak.bf16_core);
+    }
+    return 0;
 }
 
 std::function<int()> setup(CLI::App& root) {
@@ -46,8 +151,21 @@ std::function<int()> setup(CLI::App& root) {
     cmd->add_option("--threads", o->threads, "Threads (default: all cores)");
     cmd->add_flag("--json", o->json, "One JSON line");
     cmd->add_flag("--profile", o->profile, "Time per op kind, forward and backward");
+    cmd->add_flag("--peak", o->peak,
+                  "Measure this machine's fp32 FMA and bf16 dot-product throughput and memory bandwidth, one core "
+                  "and all hardware threads (cached per CPU model for fraction_of_peak), then exit");
+    cmd->add_flag("--gemm", o->gemm,
+                  "Time the model's pointwise-conv GEMMs (forward, dX, dW) at --batch-size/--image-size, fp32 and "
+                  "bf16, in GFLOP per CPU-second, then exit");
+    cmd->add_option("--reps", o->reps, "Runs per GEMM shape with --gemm (best is reported)")->capture_default_str();
     return [o]() -> int {
+        if (o->peak) return run_peak(*o);
         if (o->threads > 0) set_num_threads(o->threads);
+        if (o->gemm) return run_gemm(*o);
+        // The limit fraction_of_peak compares with: cached per CPU model, or measured now (~0.3 s),
+        // before anything is timed.
+        bool peak_cached = false;
+        const PeakRates peak = compute_peak(&peak_cached);
         manual_seed(0);
         models::ConvNeXtOptions mo;
         mo.num_classes = o->num_classes;
@@ -87,6 +205,12 @@ std::function<int()> setup(CLI::App& root) {
         double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / std::max<int64_t>(1, o->steps);
         autograd::set_profiling(false);
         const char* coretype = std::getenv("OPENBLAS_CORETYPE");
+        // Conv + linear FLOPs of the step (a training step: forward, and backward's two GEMMs per
+        // layer, 3x), over the fp32 FMA limit of the threads used.
+        const double step_flops = 2.0 * (double)model->macs(o->image_size) * (double)o->batch_size * (train ? 3 : 1);
+        const double gflops = step_flops / dt / 1e9;
+        const int threads = get_num_threads();
+        const double peak_gflops = peak.fp32_all / peak.threads * std::min(threads, cpu_info().hardware_threads);
         nlohmann::json j{{"peer", "convnext.cpp"},
                          {"model", o->model},
                          {"mode", o->mode},
@@ -96,13 +220,22 @@ std::function<int()> setup(CLI::App& root) {
                          {"step_s", dt},
                          {"peak_rss_mb", peak_rss_mb()},
                          {"threads", get_num_threads()},
-                         {"openblas_coretype", coretype ? coretype : ""}};
+                         {"openblas_coretype", coretype ? coretype : ""},
+                         {"gflops", gflops},
+                         {"fraction_of_peak", gflops / peak_gflops},
+                         {"peak_gflops", peak_gflops},
+                         {"peak_source", peak_cached ? "cache" : "measured"},
+                         {"cpu", cpu_info().model_name},
+                         {"gemm_backend", gemm_backend_name()},
+                         {"matmul_precision", gemm_precision_name()}};
         if (o->json)
             std::cout << j.dump() << "\n";
         else
-            std::printf("%s %s batch %lld at %lld: %.2f img/s, %.3f s/step, peak RSS %.0f MB, %d threads\n",
+            std::printf("%s %s batch %lld at %lld: %.2f img/s, %.3f s/step, peak RSS %.0f MB, %d threads, "
+                        "%.1f GFLOP/s = %.0f%% of the fp32 limit (%.1f GFLOP/s, %s)\n",
                         o->model.c_str(), o->mode.c_str(), (long long)o->batch_size, (long long)o->image_size,
-                        o->batch_size / dt, dt, peak_rss_mb(), get_num_threads());
+                        o->batch_size / dt, dt, peak_rss_mb(), get_num_threads(), gflops, 100 * gflops / peak_gflops,
+                        peak_gflops, peak_cached ? "cached" : "measured now");
         if (o->profile) {
             auto rep = autograd::profile_report();
             double total = 0;

@@ -10,6 +10,8 @@
 #include <climits>
 #include <vector>
 
+#include "core/cpu_info.h"
+#include "core/cpu_peak.h"
 #include "core/error.h"
 #include "ops/column_sum.h"
 #include "ops/kernels/gelu_math.h"
@@ -42,6 +44,44 @@ GemmBackend initial_backend() {
 
 std::atomic<GemmBackend>& backend_slot() {
     static std::atomic<GemmBackend> b{initial_backend()};
+    return b;
+}
+
+// ---- precision and blocking -------------------------------------------------------------------
+
+thread_local MatmulPrecision t_precision = MatmulPrecision::Float32;
+
+Bf16Kernel initial_bf16_kernel() {
+    const char* env = std::getenv("CNX_BF16");
+    const std::string v = env ? env : "";
+    if (v == "always") return Bf16Kernel::Always;
+    if (v == "never") return Bf16Kernel::Never;
+    return Bf16Kernel::Auto;
+}
+
+std::atomic<Bf16Kernel>& bf16_slot() {
+    static std::atomic<Bf16Kernel> k{initial_bf16_kernel()};
+    return k;
+}
+
+// The measured bf16 dot-product rate is at least 1.5x the fp32 FMA rate (one core). Measured (or
+// read from the per-CPU cache) on the first bf16-eligible GEMM only.
+bool bf16_pays() {
+    static const bool pays = [] {
+        const PeakRates p = compute_peak();
+        return p.bf16_core >= 1.5 * p.fp32_core;
+    }();
+    return pays;
+}
+
+std::atomic<int64_t> g_kc{0}, g_nc{0};
+
+GemmBlocking blocking_now() {
+    GemmBlocking b{g_kc.load(std::memory_order_relaxed), g_nc.load(std::memory_order_relaxed)};
+    if (b.kc > 0 && b.nc > 0) return b;
+    static const GemmBlocking def = kernels::avx512_default_blocking(cpu_info());
+    if (b.kc <= 0) b.kc = def.kc;
+    if (b.nc <= 0) b.nc = def.nc;
     return b;
 }
 
@@ -108,6 +148,25 @@ void set_gemm_backend(GemmBackend b) {
     backend_slot() = b;
 }
 GemmBackend gemm_backend() { return backend_slot(); }
+
+void set_matmul_precision(MatmulPrecision p) { t_precision = p; }
+MatmulPrecision matmul_precision() { return t_precision; }
+void set_bf16_kernel(Bf16Kernel k) { bf16_slot() = k; }
+Bf16Kernel bf16_kernel() { return bf16_slot(); }
+bool gemm_bf16_supported() { return kernels::sbgemm_avx512_available(); }
+bool gemm_uses_bf16() {
+    if (t_precision != MatmulPrecision::BFloat16 || gemm_backend() != GemmBackend::Avx512) return false;
+    const Bf16Kernel k = bf16_slot();
+    if (k == Bf16Kernel::Never || !kernels::sbgemm_avx512_available()) return false;
+    return k == Bf16Kernel::Always || bf16_pays();
+}
+const char* gemm_precision_name() { return gemm_uses_bf16() ? "bf16" : "fp32"; }
+
+void set_gemm_blocking(GemmBlocking b) {
+    CNX_CHECK(b.kc >= 0 && b.nc >= 0, "set_gemm_blocking: kc=", b.kc, " and nc=", b.nc, " must not be negative");
+    g_kc = b.kc, g_nc = b.nc;
+}
+GemmBlocking gemm_blocking() { return blocking_now(); }
 bool gemm_avx512_supported() { return kernels::sgemm_avx512_available(); }
 const char* gemm_backend_name() { return gemm_backend() == GemmBackend::Avx512 ? "avx512" : "openblas"; }
 
@@ -121,8 +180,13 @@ void gemm_ex(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T
     }
     check_dims(M, N, K, lda, ldb, ldc);
     if constexpr (std::is_same<T, float>::value) {
-        if (gemm_backend() == GemmBackend::Avx512)
-            return kernels::sgemm_avx512(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, ep, gelu_a, gelu_b);
+        if (gemm_backend() == GemmBackend::Avx512) {
+            if (gemm_uses_bf16())
+                return kernels::sbgemm_avx512(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, ep, gelu_a, gelu_b,
+                                              blocking_now());
+            return kernels::sgemm_avx512(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, ep, gelu_a, gelu_b,
+                                         blocking_now());
+        }
     }
     std::vector<T> ga, gb;
     if (gelu_a) {

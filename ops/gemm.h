@@ -7,8 +7,9 @@
 // lda/ldb/ldc are the row strides (in elements) of A, B and C as stored, so a column block of a
 // wider matrix (one group of a grouped conv) is addressed by pointer offset + its parent's stride.
 //
-// float runs on the built-in AVX-512 kernels (ops/gemm_avx512.cpp) when the CPU has AVX-512F and
-// on OpenBLAS otherwise; double always runs on OpenBLAS. Call these outside OpenMP parallel
+// float runs on the built-in AVX-512 kernels (ops/gemm_avx512.cpp, or ops/gemm_bf16.cpp under
+// MatmulPrecision::BFloat16) when the CPU has AVX-512F and on OpenBLAS otherwise; double always
+// runs on OpenBLAS. Call these outside OpenMP parallel
 // regions: both backends start their own threads (the AVX-512 kernels use the OpenMP team, so
 // OpenBLAS's pool sleeps while they run).
 #include <cstdint>
@@ -54,6 +55,49 @@ template <class T>
 void gemm_ex(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B,
              int64_t ldb, T beta, T* C, int64_t ldc, const GemmEpilogue<T>& ep, bool gelu_a = false,
              bool gelu_b = false);
+
+// ---- precision -------------------------------------------------------------------------------------
+// Like torch.set_float32_matmul_precision: with BFloat16, float GEMMs (and everything built on
+// them: linear, the 1x1 and patchify convs, the fused MLP) may round op(A) and op(B) to bfloat16
+// (nearest-even) and multiply with bf16 dot products, accumulating in float32: ~3 significant
+// digits per product instead of ~7, at up to twice the speed. It does so only where the bf16
+// kernel pays (see Bf16Kernel); otherwise the float32 kernels run and results are exactly those of
+// Float32. Epilogues, bias, float64 and the OpenBLAS route are unaffected. Per thread (a new
+// thread starts at Float32), so one part of a program can opt in without changing another's numbers.
+enum class MatmulPrecision { Float32, BFloat16 };
+void set_matmul_precision(MatmulPrecision p);
+MatmulPrecision matmul_precision();
+struct MatmulPrecisionGuard {  // scoped set_matmul_precision
+    explicit MatmulPrecisionGuard(MatmulPrecision p) : prev(matmul_precision()) { set_matmul_precision(p); }
+    ~MatmulPrecisionGuard() { set_matmul_precision(prev); }
+    MatmulPrecision prev;
+};
+
+// When BFloat16 precision runs the bf16 kernel (AVX512_BF16 vdpbf16ps):
+//   Auto:   where the CPU has AVX512_BF16 and its measured bf16 dot-product rate is >= 1.5x its
+//           float32 FMA rate (compute_peak(), core/cpu_peak.h: cached per CPU model) -- on some
+//           Intel Xeons it is half, and float32 is both faster and exact;
+//   Always: wherever the CPU has AVX512_BF16 (tests and benchmarks of the kernel itself);
+//   Never:  as if the CPU lacked AVX512_BF16: the float32 kernels, float32 results.
+// The initial mode comes from the environment: CNX_BF16=auto|always|never (default auto).
+enum class Bf16Kernel { Auto, Always, Never };
+void set_bf16_kernel(Bf16Kernel k);
+Bf16Kernel bf16_kernel();
+bool gemm_bf16_supported();  // the CPU and the build can run the bf16 kernel (ignoring Never)
+bool gemm_uses_bf16();       // would a float GEMM called on this thread now run the bf16 kernel
+const char* gemm_precision_name();  // "bf16" or "fp32": what float GEMMs on this thread run now
+
+// ---- blocking (tests and benchmarks) --------------------------------------------------------------
+// Depth block kc and packed column block nc of the AVX-512 kernels, in float32 elements: by
+// default from the CPU's caches (the A row panel, 14 x kc floats, within half of L1d; the packed
+// B block, kc x nc floats, within half of L2). Tests shrink them to reach every edge on small
+// shapes; {0, 0} restores the default. Changing kc changes how the depth is summed (results
+// differ in rounding); nothing else here does.
+struct GemmBlocking {
+    int64_t kc = 0, nc = 0;
+};
+void set_gemm_blocking(GemmBlocking b);
+GemmBlocking gemm_blocking();  // in effect now
 
 // ---- backend selection (tests and benchmarks) ----------------------------------------------------
 enum class GemmBackend { Auto, OpenBLAS, Avx512 };

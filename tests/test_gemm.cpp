@@ -6,7 +6,9 @@
 #include <algorithm>
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <cstring>
 #include <set>
+#include <thread>
 #include <stdexcept>
 #include <vector>
 
@@ -32,6 +34,28 @@ struct ThreadsGuard {
     int prev = get_num_threads();
     ~ThreadsGuard() { set_num_threads(prev); }
 };
+
+// Restores the blocking, the bf16 kernel mode and this thread's precision.
+struct GemmStateGuard {
+    GemmBlocking blocking = gemm_blocking();
+    Bf16Kernel bf16 = bf16_kernel();
+    MatmulPrecision precision = matmul_precision();
+    ~GemmStateGuard() {
+        set_gemm_blocking(GemmBlocking{});
+        set_bf16_kernel(bf16);
+        set_matmul_precision(precision);
+    }
+};
+
+// float -> bfloat16 -> float, rounding to nearest even (what vcvtne2ps2bf16 does to normal numbers).
+float round_bf16(float x) {
+    uint32_t u;
+    std::memcpy(&u, &x, 4);
+    u = (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
+    float y;
+    std::memcpy(&y, &u, 4);
+    return y;
+}
 
 std::vector<float> random_floats(int64_t n, uint64_t seed) {
     Generator g(seed);
@@ -91,23 +115,42 @@ TEST_CASE("gemm: AVX-512 kernels match OpenBLAS on every transpose and edge", "[
     struct S {
         int64_t M, N, K, pad;
     };
-    // 14-row panels, 32-column panels, depth blocks of <= 256, column blocks of <= 512.
-    const std::vector<S> shapes = {{1, 1, 1, 0},     {13, 31, 7, 0},   {14, 32, 16, 0},  {15, 33, 17, 3},
-                                   {29, 47, 257, 0}, {57, 96, 384, 5}, {100, 160, 40, 0}, {9, 545, 70, 2},
-                                   {300, 40, 600, 1}, {3, 7, 1100, 0}};
+    GemmStateGuard sg;
+    // 14-row panels, 32-column panels; the default blocking (from this CPU's caches: depth blocks
+    // of <= 256, column blocks of >= 512 on the machines seen) and a small one, so that several
+    // depth and column blocks occur whatever the CPU; row strides that are multiples of 256 (A
+    // copied to dodge L1 set conflicts) and not.
+    const std::vector<S> shapes = {{1, 1, 1, 0},      {13, 31, 7, 0},    {14, 32, 16, 0},  {15, 33, 17, 3},
+                                   {29, 47, 257, 0},  {57, 96, 384, 5},  {100, 160, 40, 0}, {9, 545, 70, 2},
+                                   {300, 40, 600, 1}, {3, 7, 1100, 0},   {31, 70, 256, 0},  {45, 33, 512, 0},
+                                   {20, 40, 4000, 0},  // many depth blocks of a narrow B in one group
+                                   {50, 32, 8, 0},     // ldb == NR: in place and packed panels alike
+                                   {40, 20, 4000, 1}};  // depth chunks, computed transposed (M > N)
     uint64_t seed = 1;
-    for (const S& s : shapes)
-        for (int t = 0; t < 4; ++t) {
-            const bool ta = t & 1, tb = t & 2;
-            for (auto ab : {std::pair<float, float>{1.0f, 0.0f}, {0.5f, 1.0f}, {-2.0f, 0.25f}}) {
-                Problem p(ta, tb, s.M, s.N, s.K, s.pad, ab.first, ab.second, seed++);
-                const auto ref = p.run(GemmBackend::OpenBLAS), got = p.run(GemmBackend::Avx512);
-                INFO("M=" << s.M << " N=" << s.N << " K=" << s.K << " ta=" << ta << " tb=" << tb << " alpha="
-                          << ab.first << " beta=" << ab.second);
-                REQUIRE(max_err(p, got, ref) < 1e-5);
-                REQUIRE(padding_untouched(p, got));
+    for (GemmBlocking blk : {GemmBlocking{}, GemmBlocking{48, 64}})
+        for (const S& s : shapes)
+            for (int t = 0; t < 4; ++t) {
+                const bool ta = t & 1, tb = t & 2;
+                for (auto ab : {std::pair<float, float>{1.0f, 0.0f}, {0.5f, 1.0f}, {-2.0f, 0.25f}}) {
+                    Problem p(ta, tb, s.M, s.N, s.K, s.pad, ab.first, ab.second, seed++);
+                    set_gemm_blocking(blk);
+                    const auto ref = p.run(GemmBackend::OpenBLAS), got = p.run(GemmBackend::Avx512);
+                    INFO("M=" << s.M << " N=" << s.N << " K=" << s.K << " ta=" << ta << " tb=" << tb << " alpha="
+                              << ab.first << " beta=" << ab.second << " kc=" << gemm_blocking().kc
+                              << " nc=" << gemm_blocking().nc);
+                    REQUIRE(max_err(p, got, ref) < 1e-5);
+                    REQUIRE(padding_untouched(p, got));
+                }
             }
-        }
+}
+
+TEST_CASE("gemm: the default blocking follows the CPU's caches", "[gemm]") {
+    const GemmBlocking b = gemm_blocking();
+    REQUIRE(b.kc >= 64);
+    REQUIRE(b.kc <= 256);
+    REQUIRE(b.nc % 32 == 0);
+    REQUIRE(b.nc >= 32);
+    REQUIRE_THROWS_WITH(set_gemm_blocking(GemmBlocking{-1, 0}), Catch::Contains("kc=-1"));
 }
 
 TEST_CASE("gemm: beta = 0 ignores whatever C held, NaN included", "[gemm]") {
@@ -191,23 +234,205 @@ TEST_CASE("gemm: float GELU helpers stay within 1e-6 of the double formulas", "[
     REQUIRE(worst_grad < 1e-6);
 }
 
-TEST_CASE("gemm: AVX-512 results do not depend on the thread count (and match OpenBLAS)", "[gemm]") {
+TEST_CASE("gemm: AVX-512 results (fp32 and bf16) do not depend on the thread count (and match OpenBLAS)",
+          "[gemm][bf16]") {
     if (!gemm_avx512_supported()) return;
     BackendGuard bg;
     ThreadsGuard tg;
-    set_gemm_backend(GemmBackend::Avx512);
-    for (int t = 0; t < 4; ++t) {
-        Problem p(t & 1, t & 2, 700, 300, 520, 0, 1.0f, 0.0f, 300 + t);
-        set_num_threads(1);
-        const auto one = p.run(GemmBackend::Avx512);
-        set_num_threads(2);
-        const auto two = p.run(GemmBackend::Avx512);
-        set_num_threads(3);
-        const auto three = p.run(GemmBackend::Avx512);
-        REQUIRE(one == two);
-        REQUIRE(one == three);
-        REQUIRE(max_err(p, two, p.run(GemmBackend::OpenBLAS)) < 1e-5);
+    GemmStateGuard sg;
+    set_bf16_kernel(Bf16Kernel::Always);
+    for (MatmulPrecision prec : {MatmulPrecision::Float32, MatmulPrecision::BFloat16}) {
+        if (prec == MatmulPrecision::BFloat16 && !gemm_bf16_supported()) continue;
+        for (int t = 0; t < 4; ++t) {
+            Problem p(t & 1, t & 2, 700, 300, 520, 0, 1.0f, 0.0f, 300 + t);
+            set_matmul_precision(prec);
+            set_num_threads(1);
+            const auto one = p.run(GemmBackend::Avx512);
+            set_num_threads(2);
+            const auto two = p.run(GemmBackend::Avx512);
+            set_num_threads(3);
+            const auto three = p.run(GemmBackend::Avx512);
+            REQUIRE(one == two);
+            REQUIRE(one == three);
+            set_matmul_precision(MatmulPrecision::Float32);
+            REQUIRE(max_err(p, two, p.run(GemmBackend::OpenBLAS)) < (prec == MatmulPrecision::Float32 ? 1e-5 : 1e-2));
+        }
     }
+}
+
+namespace {
+
+// alpha * op(A) op(B) + beta * C0 in double, with the operands (after GELU when asked) rounded to
+// bfloat16 first when bf16: what the bf16 kernel computes, but for its float32 accumulation.
+std::vector<float> reference(const Problem& p, bool bf16, bool ga = false, bool gb = false) {
+    auto op = [&](double v, bool g) {
+        const float f = g ? gelu_math::gelu((float)v) : (float)v;
+        return (double)(bf16 ? round_bf16(f) : f);
+    };
+    std::vector<double> a(p.M * p.K), b(p.K * p.N);
+    for (int64_t i = 0; i < p.M; ++i)
+        for (int64_t k = 0; k < p.K; ++k) a[i * p.K + k] = op(p.a(i, k), ga);
+    for (int64_t k = 0; k < p.K; ++k)
+        for (int64_t j = 0; j < p.N; ++j) b[k * p.N + j] = op(p.b(k, j), gb);
+    std::vector<float> C = p.C0;
+    for (int64_t i = 0; i < p.M; ++i)
+        for (int64_t j = 0; j < p.N; ++j) {
+            double s = 0;
+            for (int64_t k = 0; k < p.K; ++k) s += a[i * p.K + k] * b[k * p.N + j];
+            C[i * p.ldc + j] = (float)(p.alpha * s + (p.beta == 0 ? 0.0 : p.beta * (double)p.C0[i * p.ldc + j]));
+        }
+    return C;
+}
+
+}  // namespace
+
+TEST_CASE("gemm: deep products in depth chunks keep epilogues and GELU operands, either orientation", "[gemm]") {
+    if (!gemm_avx512_supported()) return;
+    BackendGuard bg;
+    ThreadsGuard tg;
+    const int64_t K = 3000;  // >= 2048 and >= 4 (M + N): split into fixed depth chunks
+    for (auto mn : {std::pair<int64_t, int64_t>{45, 20}, {20, 45}})
+        for (int t = 0; t < 4; ++t) {
+            const int64_t M = mn.first, N = mn.second;
+            Problem p(t & 1, t & 2, M, N, K, 0, 0.5f, 1.0f, 1000 + t);
+            for (auto& v : p.A) v *= 0.2f;
+            std::vector<float> bias = random_floats(N, 11), res = random_floats(M * N, 12);
+            GemmEpilogue<float> ep;
+            ep.bias = bias.data(), ep.residual = res.data(), ep.ld_residual = N;
+            INFO("M=" << M << " N=" << N << " ta=" << (t & 1) << " tb=" << (t & 2));
+            for (bool ga : {false, true}) {
+                set_num_threads(1);
+                const auto one = p.run(GemmBackend::Avx512, ep, ga, !ga);
+                set_num_threads(3);
+                REQUIRE(one == p.run(GemmBackend::Avx512, ep, ga, !ga));
+                const auto ref = reference(p, false, ga, !ga);
+                double worst = 0;
+                for (int64_t q = 0; q < M * N; ++q)
+                    worst = std::max(worst, std::fabs(one[q] - ((double)ref[q] + bias[q % N] + res[q])));
+                REQUIRE(worst / (K / 3.0) < 1e-6);
+            }
+        }
+}
+
+TEST_CASE("gemm bf16: the exact product of the rounded operands on every transpose and edge, fp32 within bf16 "
+          "tolerance", "[gemm][bf16]") {
+    if (!gemm_bf16_supported()) {
+        WARN("this CPU has no AVX512_BF16: only the fallback is exercised");
+        return;
+    }
+    BackendGuard bg;
+    GemmStateGuard sg;
+    set_bf16_kernel(Bf16Kernel::Always);
+    struct S {
+        int64_t M, N, K, pad;
+    };
+    // Odd depths (a zero-padded last pair), depth tails of the 32-wide conversion, partial panels.
+    const std::vector<S> shapes = {{1, 1, 1, 0},    {13, 31, 7, 0},   {14, 32, 16, 0},   {15, 33, 17, 3},
+                                   {29, 47, 257, 0}, {57, 96, 384, 5}, {100, 160, 45, 0}, {9, 70, 33, 2},
+                                   {3, 7, 601, 0},   {31, 70, 256, 0}};
+    uint64_t seed = 500;
+    for (GemmBlocking blk : {GemmBlocking{}, GemmBlocking{48, 64}})
+        for (const S& s : shapes)
+            for (int t = 0; t < 4; ++t) {
+                const bool ta = t & 1, tb = t & 2;
+                for (auto ab : {std::pair<float, float>{1.0f, 0.0f}, {-2.0f, 0.25f}}) {
+                    Problem p(ta, tb, s.M, s.N, s.K, s.pad, ab.first, ab.second, seed++);
+                    set_gemm_blocking(blk);
+                    set_matmul_precision(MatmulPrecision::BFloat16);
+                    REQUIRE(gemm_uses_bf16());
+                    REQUIRE(std::string(gemm_precision_name()) == "bf16");
+                    const auto got = p.run(GemmBackend::Avx512);
+                    set_matmul_precision(MatmulPrecision::Float32);
+                    INFO("M=" << s.M << " N=" << s.N << " K=" << s.K << " ta=" << ta << " tb=" << tb << " alpha="
+                              << ab.first << " beta=" << ab.second << " kc=" << gemm_blocking().kc);
+                    REQUIRE(max_err(p, got, reference(p, true)) < 1e-5);
+                    // Each product is off by at most ~2^-8 of |a||b| (two roundings of 2^-9).
+                    REQUIRE(max_err(p, got, reference(p, false)) < 1e-2);
+                    REQUIRE(max_err(p, got, reference(p, false)) > 0);  // it did round
+                    REQUIRE(padding_untouched(p, got));
+                }
+            }
+}
+
+TEST_CASE("gemm bf16: epilogues and GELU operands", "[gemm][bf16]") {
+    if (!gemm_bf16_supported()) return;
+    BackendGuard bg;
+    GemmStateGuard sg;
+    set_bf16_kernel(Bf16Kernel::Always);
+    const int64_t M = 45, N = 70, K = 301;
+    std::vector<float> bias = random_floats(N, 5), scale = random_floats(N, 6), res = random_floats(M * N, 7),
+                       hin = random_floats(M * N, 8);
+    for (float& h : hin) h *= 4;
+    for (int t = 0; t < 4; ++t) {
+        Problem p(t & 1, t & 2, M, N, K, 0, 1.0f, 0.0f, 700 + t);
+        for (auto& v : p.A) v *= 0.2f;
+        INFO("ta=" << (t & 1) << " tb=" << (t & 2));
+        set_matmul_precision(MatmulPrecision::BFloat16);
+        std::vector<float> pre(M * N, 0.0f);
+        GemmEpilogue<float> e1;
+        e1.bias = bias.data(), e1.pre = pre.data(), e1.ld_pre = N, e1.act = GemmAct::Gelu;
+        e1.col_scale = scale.data(), e1.residual = res.data(), e1.ld_residual = N;
+        const auto c1 = p.run(GemmBackend::Avx512, e1);
+        GemmEpilogue<float> e2;
+        e2.act = GemmAct::GeluGrad, e2.act_in = hin.data(), e2.ld_act_in = N;
+        const auto c2 = p.run(GemmBackend::Avx512, e2);
+        const auto c3 = p.run(GemmBackend::Avx512, {}, true, false), c4 = p.run(GemmBackend::Avx512, {}, false, true);
+        set_matmul_precision(MatmulPrecision::Float32);
+        const auto prod = reference(p, true), pga = reference(p, true, true, false),
+                   pgb = reference(p, true, false, true);
+        double wp = 0, w1 = 0, w2 = 0, w3 = 0, w4 = 0;
+        for (int64_t q = 0; q < M * N; ++q) {
+            const int64_t j = q % N;
+            const double v = (double)prod[q] + bias[j];
+            wp = std::max(wp, std::fabs(pre[q] - v));
+            w1 = std::max(w1, std::fabs(c1[q] - (gelu_math::gelu(v) * scale[j] + res[q])));
+            w2 = std::max(w2, std::fabs(c2[q] - prod[q] * gelu_math::gelu_grad((double)hin[q])));
+            w3 = std::max(w3, std::fabs((double)c3[q] - pga[q]));
+            w4 = std::max(w4, std::fabs((double)c4[q] - pgb[q]));
+        }
+        REQUIRE(wp < 2e-5);
+        REQUIRE(w1 < 2e-5);
+        REQUIRE(w2 < 2e-5);
+        // GELU is computed in float by the kernel and the reference: the rare operand whose two
+        // GELUs round to neighbouring bf16 values moves a product by ~2^-8 of itself.
+        REQUIRE(w3 < 5e-3);
+        REQUIRE(w4 < 5e-3);
+    }
+}
+
+TEST_CASE("gemm bf16: as if the CPU lacked AVX512_BF16, BFloat16 precision gives exactly the fp32 results",
+          "[gemm][bf16]") {
+    BackendGuard bg;
+    GemmStateGuard sg;
+    set_bf16_kernel(Bf16Kernel::Never);
+    std::vector<float> bias = random_floats(70, 9);
+    for (GemmBackend be : {GemmBackend::OpenBLAS, GemmBackend::Avx512}) {
+        if (be == GemmBackend::Avx512 && !gemm_avx512_supported()) continue;
+        for (int t = 0; t < 4; ++t) {
+            Problem p(t & 1, t & 2, 45, 70, 301, 1, 0.5f, 1.0f, 800 + t);
+            GemmEpilogue<float> ep;
+            ep.bias = bias.data(), ep.act = GemmAct::Gelu;
+            set_matmul_precision(MatmulPrecision::BFloat16);
+            REQUIRE(!gemm_uses_bf16());
+            REQUIRE(std::string(gemm_precision_name()) == "fp32");
+            const auto fallback = p.run(be, ep);
+            set_matmul_precision(MatmulPrecision::Float32);
+            REQUIRE(fallback == p.run(be, ep));
+        }
+    }
+}
+
+TEST_CASE("gemm bf16: precision is per thread", "[gemm][bf16]") {
+    GemmStateGuard sg;
+    set_matmul_precision(MatmulPrecision::BFloat16);
+    MatmulPrecision seen = MatmulPrecision::BFloat16;
+    std::thread([&] { seen = matmul_precision(); }).join();
+    REQUIRE(seen == MatmulPrecision::Float32);
+    {
+        MatmulPrecisionGuard fp32(MatmulPrecision::Float32);
+        REQUIRE(!gemm_uses_bf16());
+    }
+    REQUIRE(matmul_precision() == MatmulPrecision::BFloat16);
 }
 
 TEST_CASE("gemm: K = 0 scales C and still applies the epilogue; empty M or N is a no-op", "[gemm]") {

@@ -1,18 +1,32 @@
 #pragma once
-// Internal: the AVX-512 single-precision GEMM behind cnx::gemm / gemm_ex (ops/gemm.cpp decides
-// when to call it). Same contract as gemm_ex<float>; requires M, N, K > 0 and
-// sgemm_avx512_available().
+// Internal: the AVX-512 GEMM kernels behind cnx::gemm / gemm_ex (ops/gemm.cpp decides when to
+// call which). Same contract as gemm_ex<float>; require M, N, K > 0 and the matching *_available().
+//   sgemm_avx512:  float32 FMA (ops/gemm_avx512.cpp)
+//   sbgemm_avx512: op(A) and op(B) rounded to bfloat16 (nearest-even) while packing, products by
+//                  vdpbf16ps with float32 accumulation (ops/gemm_bf16.cpp)
+// kc / nc: depth block and packed column block in float32 elements (the bf16 kernel takes twice
+// the depth for the same bytes).
 #include <cstdint>
 
+#include "core/cpu_info.h"
 #include "ops/gemm.h"
 
 namespace cnx::kernels {
 
+// kc and nc for this CPU's caches (see GemmBlocking in ops/gemm.h).
+GemmBlocking avx512_default_blocking(const CpuInfo& cpu);
+
 // The CPU has AVX-512 F/VL/BW/DQ and the build targets x86-64.
 bool sgemm_avx512_available();
+// ... and AVX512_BF16, and the compiler could build the bf16 kernel.
+bool sbgemm_avx512_available();
 
 void sgemm_avx512(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
                   const float* B, int64_t ldb, float beta, float* C, int64_t ldc, const GemmEpilogue<float>& ep,
-                  bool gelu_a, bool gelu_b);
+                  bool gelu_a, bool gelu_b, const GemmBlocking& blocking);
+
+void sbgemm_avx512(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                   int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc,
+                   const GemmEpilogue<float>& ep, bool gelu_a, bool gelu_b, const GemmBlocking& blocking);
 
 }  // namespace cnx::kernels
