@@ -24,6 +24,7 @@
 #include "io/safetensors.h"
 #include "io/weights.h"
 #include "models/convnext.h"
+#include "models/convnext_v2.h"
 #include "nn/init.h"
 #include "ops/ops.h"
 #include "optim/param_groups.h"
@@ -132,11 +133,15 @@ TEST_CASE("parameters have the official names, shapes and order", "[model]") {
 
 TEST_CASE("variants: registry, exact parameter counts, unknown names", "[model]") {
     auto names = models::model_names();
-    REQUIRE(names.size() == 9);
+    // ConvNeXt V1 (models/convnext.cpp), then V2 (models/convnext_v2.cpp): file-name order.
+    REQUIRE(names.size() == 17);
     CHECK(names.front() == "convnext_atto");
-    CHECK(names.back() == "convnext_xlarge");
-    const int64_t expected[] = {3695520,  5217784,  9045672,   15593560, 28589128,
-                                50223688, 88591464, 197767336, 350196968};
+    CHECK(names[8] == "convnext_xlarge");
+    CHECK(names[9] == "convnextv2_atto");
+    CHECK(names.back() == "convnextv2_huge");
+    const int64_t expected[] = {3695520,  5217784,  9045672,   15593560,  28589128,  50223688,
+                                88591464, 197767336, 350196968, 3708400,   5233240,   9066280,
+                                15623800, 28635496,  88717800,  197956840, 660289640};
     for (size_t i = 0; i < names.size(); ++i)
         CHECK(models::count_parameters(models::model_options(names[i])) == expected[i]);
     auto atto = models::create_model("convnext_atto");
@@ -306,10 +311,13 @@ struct SingleThread {
     ~SingleThread() { set_num_threads(prev); }
 };
 
-TEST_CASE("whole-model float64 gradcheck with drop path in training mode", "[model][gradcheck]") {
+// Every parameter's and the input's gradient of a micro model against central differences, in
+// float64, drop path active. `block`: the family's block factory (empty: V1's).
+void check_whole_model_gradients(const models::BlockFactory& block) {
     SingleThread single;
     ConvNeXtOptions o = small_options({1, 1, 1, 1}, {8, 8, 8, 8}, 5);
     o.drop_path_rate = 0.2;
+    o.block = block;
     ConvNeXt model(o);
     randomize(model, 17);
     model.to(DType::F64);
@@ -382,6 +390,15 @@ TEST_CASE("whole-model float64 gradcheck with drop path in training mode", "[mod
     for (auto& f : failures) all += "\n  " + f;
     INFO("parameter gradients off:" << all);
     CHECK(failures.empty());
+}
+
+TEST_CASE("whole-model float64 gradcheck with drop path in training mode", "[model][gradcheck]") {
+    check_whole_model_gradients(nullptr);
+}
+
+TEST_CASE("whole-model float64 gradcheck of ConvNeXt V2 (GRN) with drop path in training mode",
+          "[model][gradcheck][v2]") {
+    check_whole_model_gradients(models::make_block_v2);
 }
 
 TEST_CASE("state_dict round trip through safetensors", "[model][io]") {

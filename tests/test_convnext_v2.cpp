@@ -1,0 +1,304 @@
+// ConvNeXt V2 (models/convnext_v2, nn/grn): the family's names, shapes and counts, GRN against
+// its formula, the official weight-decay and layer-decay rules, timm's names, and the commands
+// taking convnextv2_* names. The PyTorch reference fixture and the whole-model gradcheck run with
+// V1's in test_model.cpp.
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "cli_util.h"
+#include "core/autograd.h"
+#include "core/gradcheck.h"
+#include "core/meta.h"
+#include "core/rng.h"
+#include "io/key_names.h"
+#include "io/safetensors.h"
+#include "models/convnext_v2.h"
+#include "nn/init.h"
+#include "ops/ops.h"
+#include "optim/param_groups.h"
+
+using namespace cnx;
+using models::ConvNeXt;
+using models::ConvNeXtOptions;
+
+namespace {
+
+ConvNeXtOptions v2_options(std::vector<int64_t> depths, std::vector<int64_t> dims, int64_t classes) {
+    ConvNeXtOptions o = models::model_options("convnextv2_atto");
+    o.depths = std::move(depths);
+    o.dims = std::move(dims);
+    o.num_classes = classes;
+    return o;
+}
+
+double max_abs_diff(const Tensor& a, const Tensor& b) {
+    auto x = a.to_vector(), y = b.to_vector();
+    REQUIRE(x.size() == y.size());
+    double m = 0;
+    for (size_t i = 0; i < x.size(); ++i) m = std::max(m, std::fabs(x[i] - y[i]));
+    return m;
+}
+
+// GRN by its definition, in double loops: what every implementation must equal.
+std::vector<double> grn_by_hand(const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps = 1e-6) {
+    const int64_t N = x.size(0), P = x.size(1) * x.size(2), C = x.size(3);
+    auto xv = x.to_vector(), gv = gamma.to_vector(), bv = beta.to_vector();
+    std::vector<double> out(xv.size());
+    for (int64_t n = 0; n < N; ++n) {
+        std::vector<double> g(C, 0.0);
+        for (int64_t p = 0; p < P; ++p)
+            for (int64_t c = 0; c < C; ++c) g[c] += xv[(n * P + p) * C + c] * xv[(n * P + p) * C + c];
+        double m = 0;
+        for (int64_t c = 0; c < C; ++c) m += (g[c] = std::sqrt(g[c])) / C;
+        for (int64_t p = 0; p < P; ++p)
+            for (int64_t c = 0; c < C; ++c) {
+                const int64_t k = (n * P + p) * C + c;
+                out[k] = gv[c] * xv[k] * (g[c] / (m + eps)) + bv[c] + xv[k];
+            }
+    }
+    return out;
+}
+
+}  // namespace
+
+TEST_CASE("V2: the official names, shapes and order; no layer scale; GRN starts as the identity", "[v2]") {
+    ConvNeXtOptions o = v2_options({1, 2, 1, 1}, {8, 16, 24, 32}, 7);
+    ConvNeXt m(o);
+    auto sd = m.state_dict();
+    auto shapes = models::parameter_shapes(o);
+    REQUIRE(sd.size() == shapes.size());
+    for (size_t i = 0; i < sd.size(); ++i) {
+        CHECK(sd[i].first == shapes[i].first);
+        CHECK(sd[i].second.shape() == shapes[i].second);
+    }
+    // The official block's registration order: dwconv, norm, pwconv1, act, grn, pwconv2.
+    std::vector<std::pair<std::string, Shape>> block;
+    for (auto& [n, t] : sd)
+        if (n.rfind("stages.1.1.", 0) == 0) block.emplace_back(n.substr(11), t.shape());
+    const std::vector<std::pair<std::string, Shape>> want{
+        {"dwconv.weight", {16, 1, 7, 7}}, {"dwconv.bias", {16}},  {"norm.weight", {16}},
+        {"norm.bias", {16}},              {"pwconv1.weight", {64, 16}}, {"pwconv1.bias", {64}},
+        {"grn.gamma", {1, 1, 1, 64}},     {"grn.beta", {1, 1, 1, 64}},  {"pwconv2.weight", {16, 64}},
+        {"pwconv2.bias", {16}}};
+    CHECK(block == want);
+    CHECK_FALSE(m.find("stages.0.0.gamma").defined());
+    // V1's stem, downsampling layers, final norm and head.
+    CHECK(sd.front().first == "downsample_layers.0.0.weight");
+    CHECK(m.find("downsample_layers.2.1.weight").shape() == Shape{24, 16, 2, 2});
+    CHECK(m.find("head.weight").shape() == Shape{7, 32});
+    // Zero GRN parameters: each GRN passes its input through unchanged, at init and in meta mode.
+    auto b = m.stages->get<nn::Sequential>(1)->get<models::BlockV2>(1);
+    CHECK(b->grn->gamma.to_vector() == std::vector<double>(64, 0.0));
+    CHECK(b->grn->beta.to_vector() == std::vector<double>(64, 0.0));
+    Tensor x = randn({2, 5, 3, 64});
+    CHECK(max_abs_diff((*b->grn)(x), x) == 0.0);
+    // pwconv weights are drawn like every conv/linear of the tree (trunc_normal 0.02).
+    double sq = 0;
+    for (double v : b->pwconv1->weight.to_vector()) sq += v * v;
+    CHECK(std::sqrt(sq / (64 * 16)) == Approx(0.02).epsilon(0.3));
+    CHECK(b->pwconv1->bias.to_vector() == std::vector<double>(64, 0.0));
+}
+
+TEST_CASE("V2: convnext info reports the exact parameter counts and MACs of every variant", "[v2][cli]") {
+    struct Want {
+        const char* name;
+        int64_t params;
+        std::vector<int64_t> depths, dims;
+    };
+    const Want wants[] = {{"convnextv2_atto", 3708400, {2, 2, 6, 2}, {40, 80, 160, 320}},
+                          {"convnextv2_femto", 5233240, {2, 2, 6, 2}, {48, 96, 192, 384}},
+                          {"convnextv2_pico", 9066280, {2, 2, 6, 2}, {64, 128, 256, 512}},
+                          {"convnextv2_nano", 15623800, {2, 2, 8, 2}, {80, 160, 320, 640}},
+                          {"convnextv2_tiny", 28635496, {3, 3, 9, 3}, {96, 192, 384, 768}},
+                          {"convnextv2_base", 88717800, {3, 3, 27, 3}, {128, 256, 512, 1024}},
+                          {"convnextv2_large", 197956840, {3, 3, 27, 3}, {192, 384, 768, 1536}},
+                          {"convnextv2_huge", 660289640, {3, 3, 27, 3}, {352, 704, 1408, 2816}}};
+    for (auto& w : wants) {
+        INFO(w.name);
+        auto o = models::model_options(w.name);
+        CHECK(o.depths == w.depths);
+        CHECK(o.dims == w.dims);
+        auto r = cli_test::run(std::string("info --model ") + w.name + " --json", false);
+        REQUIRE(r.code == 0);
+        auto j = nlohmann::json::parse(r.output);
+        CHECK(j.at("params").get<int64_t>() == w.params);
+        // MACs: the convolutions and linear layers at 224x224, the same as V1 of these widths
+        // (GRN multiplies no matrices). Counted here from the architecture.
+        int64_t macs = 56 * 56 * 3 * 16 * w.dims[0], side = 56;
+        for (int s = 0; s < 4; ++s) {
+            const int64_t C = w.dims[s], P = side * side;
+            if (s > 0) macs += P * w.dims[s - 1] * 4 * C;
+            macs += w.depths[s] * P * (49 * C + 8 * C * C);
+            side /= 2;
+        }
+        macs += w.dims[3] * 1000;
+        CHECK(j.at("macs").get<int64_t>() == macs);
+    }
+}
+
+TEST_CASE("V2: the GRN module equals its formula, gradchecks in float64, and checks its input", "[v2][grn]") {
+    Generator gen(5);
+    nn::GRN grn(6);
+    nn::init::normal_(grn.gamma, 0.0, 1.0, &gen);
+    nn::init::normal_(grn.beta, 0.0, 1.0, &gen);
+    Tensor x = randn({2, 3, 5, 6}, DType::F32, &gen);
+    auto want = grn_by_hand(x, grn.gamma, grn.beta);
+    auto got = grn(x).to_vector();
+    double worst = 0;
+    for (size_t i = 0; i < got.size(); ++i) worst = std::max(worst, std::fabs(got[i] - want[i]));
+    CHECK(worst < 1e-5);
+
+    grn.to(DType::F64);
+    Tensor x64 = randn({2, 7, 5, 6}, DType::F64, &gen);
+    // With respect to the input and both parameters (the inputs stand in for the parameters).
+    Tensor gamma = grn.gamma, beta = grn.beta;
+    auto r = gradcheck(
+        [&](const std::vector<Tensor>& in) {
+            grn.gamma = in[1];
+            grn.beta = in[2];
+            return grn.forward(in[0]);
+        },
+        {x64, gamma.detach().clone(), beta.detach().clone()});
+    grn.gamma = gamma;
+    grn.beta = beta;
+    INFO(r.worst);
+    CHECK(r.pass);
+    grn.zero_grad();
+    grn.forward(x64).backward(ones({2, 7, 5, 6}, DType::F64));
+    REQUIRE(grn.gamma.grad().defined());
+    CHECK(grn.gamma.grad().shape() == Shape{1, 1, 1, 6});
+    CHECK(grn.beta.grad().to_vector() == std::vector<double>(6, 70.0));  // dy = 1 summed over 2*7*5
+
+    CHECK_THROWS_WITH(grn.forward(randn({2, 3, 5, 4}, DType::F64)), Catch::Contains("GRN(6)") &&
+                                                                         Catch::Contains("NHWC with 6 channels"));
+    CHECK_THROWS_WITH(nn::GRN(0), Catch::Contains("GRN: dim must be positive"));
+}
+
+TEST_CASE("V2: GRN parameters are never weight-decayed; layer ids follow the official rule", "[v2][optim]") {
+    ConvNeXt m(v2_options({2, 2, 7, 2}, {8, 8, 8, 8}, 3));
+    optim::ParamGroupOptions o;
+    o.weight_decay = 0.05;
+    auto groups = optim::get_params_groups(m, o);
+    REQUIRE(groups.size() == 2);
+    std::set<std::string> no_decay(groups[1].names.begin(), groups[1].names.end());
+    std::set<std::string> decay(groups[0].names.begin(), groups[0].names.end());
+    int grn_params = 0;
+    for (auto& [n, p] : m.named_parameters()) {
+        INFO(n);
+        // The official V2 rule: 1-D, names ending .bias, .gamma or .beta.
+        auto ends = [&](const std::string& s) { return n.size() >= s.size() && n.substr(n.size() - s.size()) == s; };
+        const bool official_no_decay = p.dim() == 1 || ends(".bias") || ends(".gamma") || ends(".beta");
+        CHECK(no_decay.count(n) == (official_no_decay ? 1u : 0u));
+        CHECK(decay.count(n) == (official_no_decay ? 0u : 1u));
+        CHECK(p.impl()->param.layer_id == optim::convnext_layer_id(n));
+        if (n.find(".grn.") != std::string::npos) {
+            ++grn_params;
+            CHECK(p.dim() == 4);
+        }
+    }
+    CHECK(grn_params == 2 * 13);
+}
+
+TEST_CASE("V2: timm's names and shapes come from the tree and load back", "[v2][names]") {
+    ConvNeXtOptions o = v2_options({1, 1, 2, 1}, {8, 16, 24, 32}, 5);
+    Generator gen(3);
+    ConvNeXt a(o, &gen);
+    for (auto& [n, p] : a.named_parameters()) {
+        Tensor t = p;
+        nn::init::normal_(t, 0.0, 1.0, &gen);
+    }
+    std::map<std::string, Shape> timm;
+    for (auto& s : a.state_dict_names("timm")) timm[s.styled] = s.styled_shape;
+    CHECK(timm.at("stem.0.weight") == Shape{8, 3, 4, 4});
+    CHECK(timm.at("stages.2.downsample.1.weight") == Shape{24, 16, 2, 2});
+    CHECK(timm.at("stages.2.blocks.1.conv_dw.weight") == Shape{24, 1, 7, 7});
+    CHECK(timm.at("stages.2.blocks.1.mlp.fc1.weight") == Shape{96, 24});
+    CHECK(timm.at("stages.2.blocks.1.mlp.grn.weight") == Shape{96});
+    CHECK(timm.at("stages.2.blocks.1.mlp.grn.bias") == Shape{96});
+    CHECK(timm.at("stages.2.blocks.1.mlp.fc2.bias") == Shape{24});
+    CHECK(timm.at("head.norm.weight") == Shape{32});
+    CHECK(timm.at("head.fc.weight") == Shape{5, 32});
+    CHECK(timm.size() == a.state_dict().size());
+
+    // Renamed to timm (1-D GRN parameters) and back through the registered names, into a fresh model.
+    io::NamedTensors styled = io::rename_to(a.state_dict(), io::NameStyle::Timm);
+    CHECK(io::detect_name_style(styled) == io::NameStyle::Timm);
+    for (auto& [n, t] : styled)
+        if (n.find("mlp.grn.") != std::string::npos) CHECK(t.dim() == 1);
+    ConvNeXt b(o);
+    REQUIRE(b.load_state_dict(io::rename_to(styled, io::NameStyle::Official), true).ok());
+    for (auto& [n, t] : a.state_dict()) CHECK(b.find(n).to_vector() == t.to_vector());
+    // timm's small variants keep the MLP as 1x1 convolutions: fc1 [4C, C, 1, 1] loads as [4C, C].
+    io::NamedTensors conv_mlp;
+    for (auto& [n, t] : styled)
+        conv_mlp.emplace_back(n, n.find("mlp.fc") != std::string::npos && n.find("weight") != std::string::npos
+                                     ? t.reshape({t.size(0), t.size(1), 1, 1})
+                                     : t);
+    ConvNeXt c(o);
+    REQUIRE(c.load_state_dict(io::rename_to(conv_mlp, io::NameStyle::Official), true).ok());
+    CHECK(c.find("stages.3.0.pwconv2.weight").to_vector() == a.find("stages.3.0.pwconv2.weight").to_vector());
+}
+
+TEST_CASE("V2: train, eval, predict, bench and convert take convnextv2 names", "[v2][cli]") {
+    using namespace cli_test;
+    fs::path out = temp_dir("v2_cli");
+    const std::string micro = "--model convnextv2_atto --depths 1,1,1,1 --dims 8,16,32,64 --image-size 32 --crop-pct 1 ";
+    auto r = run("train --data " + fixture("train_folder") + " " + micro +
+                 "--batch-size 4 --epochs 1 --warmup-epochs 0 --workers 1 --out " + (out / "run").string());
+    INFO(r.output);
+    REQUIRE(r.code == 0);
+    const std::string best = (out / "run" / "best.safetensors").string();
+    r = run("eval " + micro + "--weights " + best + " --data " + fixture("train_folder") + " --json");
+    INFO(r.output);
+    CHECK(r.code == 0);
+    r = run("convert " + best + " " + (out / "timm.safetensors").string() + " --names timm");
+    INFO(r.output);
+    REQUIRE(r.code == 0);
+    auto timm = io::load_safetensors((out / "timm.safetensors").string());
+    CHECK(timm.get("stages.0.blocks.0.mlp.grn.weight").shape() == Shape{32});
+    r = run("convert " + (out / "timm.safetensors").string() + " " + (out / "official.safetensors").string());
+    INFO(r.output);
+    REQUIRE(r.code == 0);
+    auto official = io::load_safetensors((out / "official.safetensors").string());
+    CHECK(official.get("stages.0.0.grn.gamma").shape() == Shape{1, 1, 1, 32});
+    auto trained = io::load_safetensors(best);
+    CHECK(official.get("stages.3.0.grn.beta").to_vector() == trained.get("stages.3.0.grn.beta").to_vector());
+
+    // predict: a convnextv2_atto (the registered shapes) with 3 classes, random weights.
+    {
+        ConvNeXtOptions o;
+        o.num_classes = 3;
+        Generator gen(9);
+        auto model = models::create_model("convnextv2_atto", o, &gen);
+        for (auto& [n, p] : model->named_parameters())
+            if (n.find("grn.") != std::string::npos || n.rfind("head.", 0) == 0) copy_(p, randn(p.shape(), DType::F32, &gen));
+        io::save_safetensors((out / "atto.safetensors").string(), model->state_dict());
+        const std::string image = fixture("train_folder/circles/img_00.png");
+        r = run("predict --model convnextv2_atto --weights " + (out / "atto.safetensors").string() + " --image " +
+                    image + " --resize 32 --crop 32 --topk 3 --json",
+                false);
+        INFO(r.output);
+        REQUIRE(r.code == 0);
+        auto j = nlohmann::json::parse(r.output);
+        REQUIRE(j["top"].size() == 3);
+        double total = 0;
+        for (auto& e : j["top"]) total += e["prob"].get<double>();
+        CHECK(total == Approx(1.0).epsilon(1e-5));
+        r = run("predict --model convnext_atto --weights " + (out / "atto.safetensors").string() + " --image " + image);
+        CHECK(r.code == 1);
+        CHECK_THAT(r.output, Catch::Contains("do not fit convnext_atto") && Catch::Contains("they fit convnextv2_atto"));
+    }
+    for (const char* mode : {"train", "infer"}) {
+        r = run(std::string("bench --model convnextv2_atto --batch-size 2 --image-size 32 --steps 1 --warmup 0 --json "
+                            "--mode ") + mode, false);
+        INFO(r.output);
+        REQUIRE(r.code == 0);
+        auto j = nlohmann::json::parse(r.output);
+        CHECK(j["model"] == "convnextv2_atto");
+        CHECK(j["img_per_s"].get<double>() > 0);
+    }
+    fs::remove_all(out);
+}
