@@ -1,8 +1,6 @@
 #include "nn/grn.h"
 
-#include "ops/elementwise.h"
-#include "ops/pointwise.h"
-#include "ops/reduce.h"
+#include "ops/grn.h"
 
 namespace cnx::nn {
 
@@ -13,13 +11,10 @@ GRN::GRN(int64_t d, double e) : Module("GRN"), dim(d), eps(e) {
     beta = register_parameter("beta", zeros({1, 1, 1, d}), ParamOptions().no_weight_decay().alias("timm", "bias", {d}));
 }
 
-// Composed from gradchecked primitives: no kernel and no backward of its own.
 Tensor GRN::forward(const Tensor& x) {
     CNX_CHECK(x.dim() == 4 && x.size(3) == dim, "GRN(", dim, "): input ", x.str(), " must be NHWC with ", dim,
               " channels");
-    Tensor gx = sqrt(sum(x * x, {1, 2}, /*keepdim=*/true));  // [N, 1, 1, C]
-    Tensor nx = gx / (mean(gx, {-1}, true) + eps);          // [N, 1, 1, C]
-    return gamma * (x * nx) + beta + x;
+    return grn(x, gamma, beta, eps);
 }
 
 }  // namespace cnx::nn

@@ -64,6 +64,11 @@ std::vector<GradcheckCase> gradcheck_cases(uint64_t seed) {
           [](V x) { return convnext_mlp(x[0], x[1], Tensor(), x[2], Tensor(), Tensor(), Tensor()); },
           {b.r({3, 7}), b.r({5, 7}), b.r({7, 5})});
 
+    b.add("grn", "x[2,5,7,6] gamma, beta [1,1,1,6]", [](V x) { return grn(x[0], x[1], x[2]); },
+          {b.r({2, 5, 7, 6}), b.r({1, 1, 1, 6}), b.r({1, 1, 1, 6})});
+    b.add("grn", "x[3,3,1,9] gamma, beta [9]", [](V x) { return grn(x[0], x[1], x[2]); },
+          {b.r({3, 3, 1, 9}), b.r({9}), b.r({9})});
+
     b.add("layer_norm", "x[2,3,5,7] affine", [](V x) { return layer_norm(x[0], x[1], x[2], 1e-6); },
           {b.r({2, 3, 5, 7}), b.r({7}), b.r({7})});
     b.add("layer_norm", "x[3,17] no affine", [](V x) { return layer_norm(x[0], Tensor(), Tensor(), 1e-5); },
