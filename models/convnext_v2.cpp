@@ -1,6 +1,9 @@
 #include "models/convnext_v2.h"
 
+#include <typeinfo>
+
 #include "ops/elementwise.h"
+#include "ops/fused_grn.h"
 
 namespace cnx::models {
 
@@ -20,9 +23,34 @@ BlockV2::BlockV2(int64_t dim, double dp, Generator* gen) : Module("BlockV2") {
     drop_path = register_module("drop_path", dp_module);
 }
 
+namespace {
+bool exactly(const nn::Module& m, const std::type_info& t) { return typeid(m) == t && !m.has_forward_hooks(); }
+
+bool drop_path_inactive(const nn::Module& m) {
+    if (exactly(m, typeid(nn::Identity))) return true;
+    if (!exactly(m, typeid(nn::DropPath))) return false;
+    auto& dp = static_cast<const nn::DropPath&>(m);
+    return !dp.is_training() || dp.p == 0;
+}
+}  // namespace
+
+bool BlockV2::mlp_fusable() const {
+    return exactly(*pwconv1, typeid(nn::Linear)) && exactly(*act, typeid(nn::GELU)) && !act->tanh_approximation &&
+           exactly(*grn, typeid(nn::GRN)) && exactly(*pwconv2, typeid(nn::Linear));
+}
+
 Tensor BlockV2::forward(const Tensor& x) {
     Tensor y = (*norm)((*dwconv)(x));
-    y = (*pwconv2)((*grn)((*act)((*pwconv1)(y))));
+    if (mlp_fusable()) {
+        // The same function, to float rounding, in less time and memory (ops/fused_grn.cpp).
+        if (drop_path_inactive(*drop_path))
+            return convnextv2_mlp(y, pwconv1->weight, pwconv1->bias, grn->gamma, grn->beta, pwconv2->weight,
+                                  pwconv2->bias, x, grn->eps);
+        y = convnextv2_mlp(y, pwconv1->weight, pwconv1->bias, grn->gamma, grn->beta, pwconv2->weight, pwconv2->bias,
+                           Tensor(), grn->eps);
+    } else {
+        y = (*pwconv2)((*grn)((*act)((*pwconv1)(y))));
+    }
     return add(x, (*drop_path)(y));
 }
 

@@ -21,6 +21,13 @@ public:
     BlockV2(int64_t dim, double drop_path, Generator* gen = nullptr);
     Tensor forward(const Tensor& x) override;  // NHWC [N, H, W, dim]
 
+    // Whether forward runs pwconv1 -> GELU -> GRN -> pwconv2 as the fused convnextv2_mlp op
+    // (ops/fused_grn.h): only when pwconv1, act, grn and pwconv2 are exactly nn::Linear,
+    // exact-erf nn::GELU, nn::GRN and nn::Linear (a subclass runs its own forward) and none has
+    // a forward hook. The residual joins the fused op too when drop path is inactive (Identity,
+    // or DropPath in eval mode or at rate 0); otherwise drop path runs on the fused op's output.
+    bool mlp_fusable() const;
+
     std::shared_ptr<nn::Conv2d> dwconv;
     std::shared_ptr<nn::LayerNorm> norm;
     std::shared_ptr<nn::Linear> pwconv1;

@@ -302,3 +302,168 @@ TEST_CASE("V2: train, eval, predict, bench and convert take convnextv2 names", "
     }
     fs::remove_all(out);
 }
+
+// ---- level 3: the fused MLP, where its pattern holds ----
+
+namespace {
+
+// A Linear whose forward doubles its output, and a GRN that adds one: a user's subclasses the
+// fused path must not bypass.
+struct DoublingLinear : nn::Linear {
+    using nn::Linear::Linear;
+    Tensor forward(const Tensor& x) override { return mul(nn::Linear::forward(x), 2.0); }
+};
+struct ShiftedGRN : nn::GRN {
+    using nn::GRN::GRN;
+    Tensor forward(const Tensor& x) override { return add(nn::GRN::forward(x), 1.0); }
+};
+
+// The unfused block from public pieces: what every forward must equal.
+Tensor block_reference(models::BlockV2& b, const Tensor& x) {
+    Tensor y = b.norm->forward(b.dwconv->forward(x));
+    y = b.pwconv2->forward(b.grn->forward(b.act->forward(b.pwconv1->forward(y))));
+    return add(x, b.drop_path->forward(y));
+}
+
+void randomize(nn::Module& m, uint64_t seed) {
+    Generator gen(seed);
+    for (auto& [n, p] : m.named_parameters()) {
+        Tensor t = p;
+        nn::init::normal_(t, n.find("norm.weight") != std::string::npos ? 1.0 : 0.0, 0.3, &gen);
+    }
+}
+
+double max_abs(const Tensor& t) {
+    double m = 0;
+    for (double v : t.to_vector()) m = std::max(m, std::fabs(v));
+    return m;
+}
+
+// Output and every gradient of the block with and without the fused op, within tol of scale.
+void check_fused_equals_reference(models::BlockV2& b, const Tensor& x_in, double tol, uint64_t seed = 5) {
+    std::vector<Tensor> outs, grads[2];
+    Generator wg(17);
+    Tensor w;
+    for (int fused = 1; fused >= 0; --fused) {
+        Tensor x = x_in.clone();
+        x.requires_grad_(true);
+        b.zero_grad();
+        default_generator().manual_seed(seed);
+        Tensor y = fused ? b.forward(x) : block_reference(b, x);
+        if (!w.defined()) w = randn(y.shape(), y.dtype(), &wg);
+        sum(mul(y, w)).backward();
+        outs.push_back(y.detach());
+        grads[fused].push_back(x.grad());
+        for (auto& [n, p] : b.named_parameters()) grads[fused].push_back(p.grad());
+    }
+    INFO("output");
+    CHECK(max_abs(sub(outs[0], outs[1])) <= tol * std::max(1.0, max_abs(outs[1])));
+    auto names = b.named_parameters();
+    for (size_t i = 0; i < grads[0].size(); ++i) {
+        INFO("gradient of " << (i == 0 ? std::string("the input") : names[i - 1].first));
+        REQUIRE(grads[1][i].defined());
+        REQUIRE(grads[0][i].shape() == grads[1][i].shape());
+        CHECK(max_abs(sub(grads[1][i], grads[0][i])) <= tol * std::max(1.0, max_abs(grads[0][i])));
+    }
+}
+
+}  // namespace
+
+TEST_CASE("V2: the fused MLP equals the ordinary ops, forward and backward", "[v2][fusion]") {
+    Generator gen(7);
+    models::BlockV2 b(24, 0.0, &gen);
+    randomize(b, 3);
+    CHECK(b.mlp_fusable());
+    // Large enough for the threaded passes: several images, rows of 96 hidden channels.
+    check_fused_equals_reference(b, randn({3, 17, 15, 24}, DType::F32, &gen), 2e-5);
+    check_fused_equals_reference(b, randn({9, 5, 4, 24}, DType::F32, &gen), 2e-5);
+    b.to(DType::F64);
+    check_fused_equals_reference(b, randn({2, 7, 9, 24}, DType::F64, &gen), 1e-12);
+    b.to(DType::F32);
+    b.eval();
+    NoGradGuard ng;
+    Tensor x = randn({2, 9, 9, 24}, DType::F32, &gen);
+    CHECK(max_abs(sub(b.forward(x), block_reference(b, x))) < 1e-5);
+}
+
+TEST_CASE("V2: the fused MLP runs only where its pattern holds", "[v2][fusion]") {
+    Generator gen(8);
+    models::BlockV2 b(8, 0.0, &gen);
+    randomize(b, 4);
+    b.eval();
+    Tensor x = randn({2, 9, 9, 8}, DType::F32, &gen);
+    NoGradGuard ng;
+    REQUIRE(b.mlp_fusable());
+    Tensor fused = b.forward(x);
+
+    SECTION("a subclass of Linear or of GRN runs its own forward") {
+        auto doubled = std::make_shared<DoublingLinear>(32, 8, true, &gen);
+        copy_(doubled->weight, b.pwconv2->weight);
+        copy_(doubled->bias, b.pwconv2->bias);
+        b.pwconv2 = b.register_module("pwconv2", doubled);
+        CHECK_FALSE(b.mlp_fusable());
+        Tensor y = b.forward(x);
+        CHECK(max_abs(sub(sub(y, x), mul(sub(fused, x), 2.0))) < 1e-5);  // the residual branch doubled
+
+        models::BlockV2 c(8, 0.0, &gen);
+        randomize(c, 4);
+        c.eval();
+        auto shifted = std::make_shared<ShiftedGRN>(32);
+        copy_(shifted->gamma, c.grn->gamma);
+        copy_(shifted->beta, c.grn->beta);
+        c.grn = c.register_module("grn", shifted);
+        CHECK_FALSE(c.mlp_fusable());
+        CHECK(max_abs(sub(c.forward(x), block_reference(c, x))) < 1e-6);
+        CHECK(max_abs(sub(c.forward(x), fused)) > 1e-3);
+        CHECK(c.state_dict_names("timm")[6].styled == "mlp.grn.weight");  // the slot keeps its aliases
+    }
+    SECTION("a forward hook on a layer of the MLP sees it run") {
+        int calls = 0;
+        int h = b.grn->register_forward_hook([&](nn::Module&, const Tensor&, const Tensor&) { ++calls; });
+        CHECK_FALSE(b.mlp_fusable());
+        CHECK(max_abs(sub(b.forward(x), fused)) < 1e-5);
+        CHECK(calls == 1);
+        b.grn->remove_forward_hook(h);
+        CHECK(b.mlp_fusable());
+    }
+    SECTION("tanh GELU takes the ordinary ops") {
+        b.act = b.register_module("act", std::make_shared<nn::GELU>("tanh"));
+        CHECK_FALSE(b.mlp_fusable());
+        CHECK(max_abs(sub(b.forward(x), block_reference(b, x))) < 1e-6);
+    }
+}
+
+TEST_CASE("V2: with drop path live the fused MLP feeds drop path, which draws as the ordinary ops do",
+          "[v2][fusion]") {
+    Generator gen(9);
+    models::BlockV2 b(16, 0.5, &gen);
+    randomize(b, 6);
+    b.train();
+    CHECK(b.mlp_fusable());
+    Tensor x = randn({6, 7, 7, 16}, DType::F32, &gen);
+    check_fused_equals_reference(b, x, 2e-5, 11);
+    // Over a few draws some samples were dropped (their outputs are their inputs), others kept.
+    NoGradGuard ng;
+    int dropped = 0;
+    for (uint64_t seed = 11; seed < 15; ++seed) {
+        default_generator().manual_seed(seed);
+        Tensor y = b.forward(x);
+        for (int64_t n = 0; n < 6; ++n) dropped += max_abs(sub(narrow(y, 0, n, 1), narrow(x, 0, n, 1))) == 0.0;
+    }
+    CHECK(dropped > 0);
+    CHECK(dropped < 24);
+}
+
+TEST_CASE("convnextv2_mlp checks its arguments", "[v2][fusion]") {
+    Tensor u = randn({2, 3, 3, 4}), w1 = randn({8, 4}), w2 = randn({4, 8}), g = randn({8}), be = randn({8});
+    CHECK_THROWS_WITH(convnextv2_mlp(randn({18, 4}), w1, Tensor(), g, be, w2, Tensor(), Tensor()),
+                      Catch::Contains("input must be NHWC"));
+    CHECK_THROWS_WITH(convnextv2_mlp(u, w1, Tensor(), randn({1, 1, 1, 7}), be, w2, Tensor(), Tensor()),
+                      Catch::Contains("GRN gamma float32[1,1,1,7] should hold 8 values"));
+    CHECK_THROWS_WITH(convnextv2_mlp(u, w1, Tensor(), g, be, randn({4, 7}), Tensor(), Tensor()),
+                      Catch::Contains("w2 float32[4,7] should be [4, 8]"));
+    CHECK_THROWS_WITH(convnextv2_mlp(u, w1, Tensor(), g, be, w2, Tensor(), randn({2, 3, 3, 5})),
+                      Catch::Contains("residual"));
+    CHECK_THROWS_WITH(convnextv2_mlp(u, w1, Tensor(), g, Tensor(), w2, Tensor(), Tensor()),
+                      Catch::Contains("undefined"));
+}
