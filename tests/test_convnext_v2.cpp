@@ -5,6 +5,7 @@
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
 
@@ -13,8 +14,10 @@
 #include "core/gradcheck.h"
 #include "core/meta.h"
 #include "core/rng.h"
+#include "io/fcmae.h"
 #include "io/key_names.h"
 #include "io/safetensors.h"
+#include "io/weights.h"
 #include "models/convnext_v2.h"
 #include "nn/init.h"
 #include "ops/ops.h"
@@ -466,4 +469,150 @@ TEST_CASE("convnextv2_mlp checks its arguments", "[v2][fusion]") {
                       Catch::Contains("residual"));
     CHECK_THROWS_WITH(convnextv2_mlp(u, w1, Tensor(), g, Tensor(), w2, Tensor(), Tensor()),
                       Catch::Contains("undefined"));
+}
+
+TEST_CASE("V2: 12 AdamW steps of convnextv2_atto through convnext train equal PyTorch's losses", "[v2][train]") {
+    // tools/gen_train_fixture.py --family convnext_v2: the micro V2 (depths 1,1,1,1, dims
+    // 8,16,24,32) with random GRN parameters, the classic recipe's settings, GRN gamma and beta
+    // not weight-decayed (a 4-D parameter the V1 rule alone would decay).
+    using namespace cli_test;
+    std::ifstream rf(fixture("v2/train_reference.json"));
+    auto ref = nlohmann::json::parse(rf);
+    fs::path out = temp_dir("v2_torch");
+    auto r = run("train --data " + fixture("train_folder") +
+                 " --model convnextv2_atto --depths 1,1,1,1 --dims 8,16,24,32 --image-size 32 --crop-pct 1 --weights " +
+                 fixture("v2/train_init.safetensors") +
+                 " --batch-size 4 --epochs 2 --lr 2e-3 --wd 0.05 --warmup-epochs 0 --no-augment --no-shuffle"
+                 " --val-rate 0 --workers 1 --threads 1 --out " + out.string());
+    INFO(r.output);
+    REQUIRE(r.code == 0);
+    CHECK_THAT(r.output, Catch::Contains("loaded 60/60 tensors"));
+    std::vector<nlohmann::json> steps;
+    for (auto& rec : read_jsonl(out / "metrics.jsonl"))
+        if (rec.contains("step")) steps.push_back(rec);
+    REQUIRE(steps.size() == ref["losses"].size());
+    for (size_t i = 0; i < steps.size(); ++i) {
+        double loss = steps[i]["loss"], want = ref["losses"][i];
+        double lr = steps[i]["lr"], want_lr = ref["lrs"][i];
+        INFO("step " << i << ": loss " << loss << " vs " << want << ", lr " << lr << " vs " << want_lr);
+        CHECK(std::fabs(loss - want) <= 1e-4 * std::fabs(want));
+        CHECK(std::fabs(lr - want_lr) <= 1e-4 * want_lr);
+    }
+    fs::remove_all(out);
+}
+
+// ---- weights: official checkpoints, timm's names, safetensors, FCMAE pre-training ----
+
+TEST_CASE("V2: predict on PyTorch's official .pt and a timm-named safetensors gives PyTorch's probabilities",
+          "[v2][predict]") {
+    // tools/gen_v2_weights_fixtures.py: one micro V2's random weights saved both ways, and
+    // PyTorch's softmax for image.png (32x32, so --resize 32 --crop 32 is no resampling).
+    using namespace cli_test;
+    std::ifstream rf(fixture("v2/probs.json"));
+    auto ref = nlohmann::json::parse(rf);
+    auto want = ref["probs"].get<std::vector<double>>();
+    REQUIRE(want.size() == 4);
+    for (const char* file : {"official.pt", "timm.safetensors"}) {
+        INFO(file);
+        auto r = run(std::string("predict --model convnextv2_atto --depths 1,1,2,1 --dims 8,16,24,32 --weights ") +
+                         fixture(std::string("v2/") + file) + " --image " + fixture("v2/image.png") +
+                         " --resize 32 --crop 32 --topk 4 --json",
+                     false);
+        INFO(r.output);
+        REQUIRE(r.code == 0);
+        auto j = nlohmann::json::parse(r.output);
+        REQUIRE(j["top"].size() == 4);
+        for (auto& e : j["top"]) {
+            const int64_t i = e["index"];
+            CHECK(std::fabs(e["prob"].get<double>() - want[i]) <= 1e-4);
+        }
+    }
+    // The same files through the library: their spelling detected, the same tensors.
+    io::LoadedWeights official = io::read_weights(fixture("v2/official.pt"));
+    io::LoadedWeights timm = io::read_weights(fixture("v2/timm.safetensors"));
+    CHECK(official.key == "model");
+    CHECK(official.source_names == io::NameStyle::Official);
+    CHECK(timm.source_names == io::NameStyle::Timm);
+    REQUIRE(official.tensors.size() == timm.tensors.size());
+    for (size_t i = 0; i < official.tensors.size(); ++i) {
+        INFO(official.tensors[i].first);
+        CHECK(official.tensors[i].first == timm.tensors[i].first);
+        CHECK(official.tensors[i].second.to_vector() == timm.tensors[i].second.to_vector());
+    }
+    // convert writes timm's names from the official file, and back.
+    fs::path out = temp_dir("v2_convert");
+    auto r = run("convert " + fixture("v2/official.pt") + " " + (out / "timm.safetensors").string() + " --names timm");
+    REQUIRE(r.code == 0);
+    auto converted = io::load_safetensors((out / "timm.safetensors").string());
+    auto theirs = io::load_safetensors(fixture("v2/timm.safetensors"));
+    REQUIRE(converted.tensors.size() == theirs.tensors.size());
+    for (auto& [name, t] : theirs.tensors) {
+        INFO(name);
+        Tensor mine = converted.get(name);
+        CHECK(nn::same_up_to_unit_dims(mine.shape(), t.shape()));  // timm's conv-MLP fc weights are [4C,C,1,1]
+        CHECK(mine.to_vector() == t.to_vector());
+    }
+    CHECK(converted.get("stages.2.blocks.1.mlp.grn.weight").shape() == Shape{96});
+    fs::remove_all(out);
+}
+
+TEST_CASE("V2: an FCMAE pre-training checkpoint loads its encoder for fine-tuning", "[v2][fcmae]") {
+    using namespace cli_test;
+    io::LoadedWeights w = io::read_weights(fixture("v2/fcmae.pt"));
+    CHECK(w.fcmae);
+    CHECK(w.key == "model");
+    CHECK(w.dropped.size() == 15);  // decoder.0.*, proj.*, pred.*, mask_token
+    for (auto& d : w.dropped) CHECK((d.rfind("decoder.", 0) == 0 || d.rfind("proj.", 0) == 0 ||
+                                     d.rfind("pred.", 0) == 0 || d == "mask_token"));
+    // PyTorch's dense encoder, which the official remap gives (checked by the generating script).
+    auto want = io::load_safetensors(fixture("v2/fcmae_expected.safetensors"));
+    REQUIRE(w.tensors.size() == want.tensors.size());
+    for (size_t i = 0; i < want.tensors.size(); ++i) {
+        INFO(want.tensors[i].first);
+        CHECK(w.tensors[i].first == want.tensors[i].first);
+        CHECK(w.tensors[i].second.shape() == want.tensors[i].second.shape());
+        CHECK(w.tensors[i].second.to_vector() == want.tensors[i].second.to_vector());
+    }
+
+    // Fine-tuning from it: everything but the final norm and the head loads.
+    fs::path out = temp_dir("v2_fcmae");
+    auto r = run("train --data " + fixture("train_folder") +
+                 " --model convnextv2_atto --depths 1,1,1,1 --dims 8,8,16,16 --image-size 32 --crop-pct 1 --weights " +
+                 fixture("v2/fcmae.pt") + " --batch-size 4 --epochs 1 --workers 1 --out " + out.string());
+    INFO(r.output);
+    REQUIRE(r.code == 0);
+    CHECK_THAT(r.output, Catch::Contains("loaded 56/60 tensors") && Catch::Contains("FCMAE pre-training checkpoint") &&
+                             Catch::Contains("missing (kept at init): head.weight"));
+    auto trained = io::load_safetensors((out / "checkpoint.safetensors").string());
+    CHECK(trained.get("model.stages.0.0.grn.gamma").shape() == Shape{1, 1, 1, 32});
+    fs::remove_all(out);
+
+    // The remap by itself: wrappers, kernels, biases, GRN; a kernel of the wrong shape is named.
+    io::NamedTensors sparse{{"encoder.stages.0.0.dwconv.kernel", arange(18).reshape({9, 2})},
+                            {"encoder.stages.0.0.dwconv.bias", zeros({1, 2})},
+                            {"encoder.downsample_layers.1.0.ln.weight", ones({2})},
+                            {"encoder.downsample_layers.1.1.kernel", arange(24).reshape({4, 2, 3})},
+                            {"encoder.stages.1.0.pwconv1.linear.weight", zeros({12, 3})},
+                            {"encoder.stages.1.0.grn.beta", zeros({1, 12})},
+                            {"mask_token", zeros({1, 4, 1, 1})}};
+    CHECK(io::is_fcmae_checkpoint({"encoder.stages.0.0.dwconv.kernel", "decoder.0.dwconv.weight"}));
+    CHECK_FALSE(io::is_fcmae_checkpoint({"stages.0.0.dwconv.weight", "encoder_head.weight"}));
+    io::FcmaeRemap m = io::remap_fcmae(sparse);
+    REQUIRE(m.tensors.size() == 6);
+    CHECK(m.dropped == std::vector<std::string>{"mask_token"});
+    CHECK(m.tensors[0].first == "stages.0.0.dwconv.weight");
+    CHECK(m.tensors[0].second.shape() == Shape{2, 1, 3, 3});
+    // w[c, 0, kh, kw] = v[kw * 3 + kh, c]: element (c 1, kh 0, kw 1) is v[3, 1] = 7.
+    CHECK(m.tensors[0].second.to_vector()[(1 * 3 + 0) * 3 + 1] == 7.0);
+    CHECK(m.tensors[1].second.shape() == Shape{2});
+    CHECK(m.tensors[2].first == "downsample_layers.1.0.weight");
+    CHECK(m.tensors[3].first == "downsample_layers.1.1.weight");
+    CHECK(m.tensors[3].second.shape() == Shape{3, 2, 2, 2});
+    // w[o, i, kh, kw] = v[kw * 2 + kh, i, o]: (o 2, i 1, kh 1, kw 0) is v[1, 1, 2] = 11.
+    CHECK(m.tensors[3].second.to_vector()[((2 * 2 + 1) * 2 + 1) * 2 + 0] == 11.0);
+    CHECK(m.tensors[4].first == "stages.1.0.pwconv1.weight");
+    CHECK(m.tensors[5].second.shape() == Shape{1, 1, 1, 12});
+    CHECK_THROWS_WITH(io::remap_fcmae({{"encoder.stages.0.0.dwconv.kernel", zeros({48, 8})}}),
+                      Catch::Contains("encoder.stages.0.0.dwconv.kernel") &&
+                          Catch::Contains("is not a sparse convolution kernel"));
 }

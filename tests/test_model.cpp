@@ -233,15 +233,27 @@ TEST_CASE("forward shapes, stage outputs and input checks", "[model]") {
     CHECK_THROWS_WITH(m.forward(randn({64, 64, 3})), Catch::Contains("NHWC"));
 }
 
-TEST_CASE("matches PyTorch: logits, loss and every gradient of the reference fixture", "[model][fixture]") {
-    auto fx = io::load_safetensors(CONVNEXT_SOURCE_DIR "/tests/fixtures/model_small.safetensors");
+// The model a reference fixture describes (its metadata: depths, dims, classes, family), loaded
+// with its weights, one forward and backward of cross-entropy, compared with PyTorch's logits,
+// loss and every gradient at 1e-4 of each tensor's scale.
+struct FixtureRun {
+    io::SafetensorsFile fx;
+    std::shared_ptr<ConvNeXt> model;
+    Tensor logits;
+};
+
+FixtureRun run_fixture(const std::string& path) {
+    FixtureRun run{io::load_safetensors(path), nullptr, Tensor()};
+    auto& fx = run.fx;
     auto meta_list = [&](const char* key) {
         return nlohmann::json::parse(fx.metadata.at(key)).get<std::vector<int64_t>>();
     };
     ConvNeXtOptions o =
         small_options(meta_list("depths"), meta_list("dims"), std::stoll(fx.metadata.at("num_classes")));
     o.in_chans = std::stoll(fx.metadata.at("in_chans"));
-    ConvNeXt model(o);
+    if (fx.metadata.count("family") && fx.metadata.at("family") == "convnext_v2") o.block = models::make_block_v2;
+    run.model = std::make_shared<ConvNeXt>(o);
+    ConvNeXt& model = *run.model;
 
     io::NamedTensors weights;
     for (auto& [n, t] : fx.tensors)
@@ -258,6 +270,7 @@ TEST_CASE("matches PyTorch: logits, loss and every gradient of the reference fix
     Tensor logits = model.forward(x);
     Tensor loss = cross_entropy(logits, targets);
     loss.backward();
+    run.logits = logits;
 
     std::vector<std::string> failures;
     auto check = [&](const std::string& name, const Tensor& got, const Tensor& want) {
@@ -288,6 +301,14 @@ TEST_CASE("matches PyTorch: logits, loss and every gradient of the reference fix
     // Gradients here are 0.02..0.7 in size; float32 agreement (about 1e-6) is much tighter than the rule.
     INFO("largest gradient error relative to the tensor's largest value: " << worst_rel);
     CHECK(worst_rel < 1e-4);
+    return run;
+}
+
+TEST_CASE("matches PyTorch: logits, loss and every gradient of the reference fixture", "[model][fixture]") {
+    FixtureRun run = run_fixture(CONVNEXT_SOURCE_DIR "/tests/fixtures/model_small.safetensors");
+    auto& fx = run.fx;
+    ConvNeXt& model = *run.model;
+    Tensor logits = run.logits;
 
     SECTION("the comparison catches a perturbed gradient") {
         const std::string name = "stages.2.1.pwconv1.weight";
@@ -301,6 +322,16 @@ TEST_CASE("matches PyTorch: logits, loss and every gradient of the reference fix
         CHECK_FALSE(compare("logits", l, fx.get("logits"), 1e-4).empty());
         CHECK_FALSE(compare("logits", l.reshape({30}), fx.get("logits"), 1e-4).empty());
     }
+}
+
+TEST_CASE("ConvNeXt V2 matches PyTorch: logits, loss and every gradient of its reference fixture",
+          "[model][fixture][v2]") {
+    // tools/gen_model_fixture.py --family convnext_v2: GRN written as the official code, its
+    // gamma and beta random; the fused V2 MLP runs here (drop path off), so this checks it too.
+    FixtureRun run = run_fixture(CONVNEXT_SOURCE_DIR "/tests/fixtures/model_small_v2.safetensors");
+    auto b = run.model->stages->get<nn::Sequential>(2)->get<models::BlockV2>(1);
+    CHECK(b->mlp_fusable());
+    CHECK(max_abs(b->grn->gamma) > 0.1);
 }
 
 // Thousands of forwards on a micro model: every op is far below the size where threads pay off,
