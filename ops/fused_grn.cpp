@@ -87,31 +87,10 @@ void gelu_grn_forward(const T* h, const T* gamma, const T* beta, double eps, con
 template <class T>
 void gelu_grn_backward(T* dy, const T* h, const T* gamma, const GrnState& st, const Dims& d, T* dgamma, T* dbeta) {
     const int64_t N = d.N, P = d.P, K = d.K;
-    std::vector<double> S(N * 2 * K);  // per image: [sum dy a | sum dy]
-    column_sums<double>(N, P, 2 * K, S.data(), 1.0, [&](int64_t n, int64_t r0, int64_t r1, double* acc) {
-        double* acc_b = acc + K;
-        for (int64_t r = r0; r < r1; ++r) {
-            const T* hr = h + (n * P + r) * K;
-            const T* g = dy + (n * P + r) * K;
-#pragma omp simd
-            for (int64_t k = 0; k < K; ++k) {
-                acc[k] += (double)g[k] * (double)gelu_math::gelu(hr[k]);
-                acc_b[k] += (double)g[k];
-            }
-        }
-    });
     const T *G = st.G.data<T>(), *Nx = st.Nx.data<T>(), *s = st.s.data<T>();
     std::vector<T> r(N * K);
-    std::vector<double> dg(K, 0.0), db(K, 0.0);
-    for (int64_t n = 0; n < N; ++n) {
-        const double* Sn = S.data() + n * 2 * K;
-        grn_math::backward_coeffs(Sn, gamma, G + n * K, Nx + n * K, st.denom[n], K, r.data() + n * K, dg.data());
-        for (int64_t k = 0; k < K; ++k) db[k] += Sn[K + k];
-    }
-    for (int64_t k = 0; k < K; ++k) {
-        if (dgamma) dgamma[k] = (T)dg[k];
-        if (dbeta) dbeta[k] = (T)db[k];
-    }
+    grn_math::backward_stats(dy, h, [](T v) { return gelu_math::gelu(v); }, gamma, G, Nx, st.denom.data(), N, P, K,
+                             r.data(), dgamma, dbeta);
     parallel_range(d.M(), row_grain(d), [&](int64_t i0, int64_t i1) {
         for (int64_t i = i0; i < i1; ++i) {
             const T* hr = h + i * K;

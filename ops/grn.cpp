@@ -50,30 +50,8 @@ template <class T>
 void grn_backward(const T* dy, const T* x, const T* gamma, const T* G, const T* Nx, const T* s, const double* denom,
                   const GrnDims& d, T* dx, T* dgamma, T* dbeta) {
     const int64_t N = d.N, P = d.P, C = d.C;
-    std::vector<double> S(N * 2 * C);  // per image: [sum dy x | sum dy]
-    column_sums<double>(N, P, 2 * C, S.data(), 1.0, [&](int64_t n, int64_t r0, int64_t r1, double* acc) {
-        double* acc_b = acc + C;
-        for (int64_t r = r0; r < r1; ++r) {
-            const T* g = dy + (n * P + r) * C;
-            const T* a = x + (n * P + r) * C;
-#pragma omp simd
-            for (int64_t k = 0; k < C; ++k) {
-                acc[k] += (double)g[k] * (double)a[k];
-                acc_b[k] += (double)g[k];
-            }
-        }
-    });
     std::vector<T> r(N * C);
-    std::vector<double> dg(C, 0.0), db(C, 0.0);
-    for (int64_t n = 0; n < N; ++n) {
-        const double* Sn = S.data() + n * 2 * C;
-        grn_math::backward_coeffs(Sn, gamma, G + n * C, Nx + n * C, denom[n], C, r.data() + n * C, dg.data());
-        for (int64_t k = 0; k < C; ++k) db[k] += Sn[C + k];
-    }
-    for (int64_t k = 0; k < C; ++k) {
-        if (dgamma) dgamma[k] = (T)dg[k];
-        if (dbeta) dbeta[k] = (T)db[k];
-    }
+    grn_math::backward_stats(dy, x, [](T v) { return v; }, gamma, G, Nx, denom, N, P, C, r.data(), dgamma, dbeta);
     if (!dx) return;
     parallel_range(N * P, N * P * C >= kParallelMin ? std::max<int64_t>(1, 4096 / C) : N * P, [&](int64_t i0, int64_t i1) {
         for (int64_t i = i0; i < i1; ++i) {

@@ -28,6 +28,7 @@
 #include "nn/init.h"
 #include "ops/ops.h"
 #include "optim/param_groups.h"
+#include "model_check.h"
 
 using namespace cnx;
 using models::ConvNeXt;
@@ -507,11 +508,7 @@ TEST_CASE("convnext info reports exact parameters and MACs for every variant", "
 
 namespace {
 
-// A Linear whose forward doubles its output: a user's subclass the fused path must not bypass.
-struct DoublingLinear : nn::Linear {
-    using nn::Linear::Linear;
-    Tensor forward(const Tensor& x) override { return mul(nn::Linear::forward(x), 2.0); }
-};
+using model_check::DoublingLinear;
 
 // The unfused block, written out from public pieces: what every non-fused forward must equal.
 Tensor block_reference(models::Block& b, const Tensor& x) {
@@ -707,10 +704,7 @@ TEST_CASE("the fused block MLP runs only where its pattern holds", "[model][fusi
     CHECK(max_abs(sub(fused, reference)) < 1e-5);
 
     SECTION("a subclass of Linear runs its own forward") {
-        auto doubled = std::make_shared<DoublingLinear>(32, 8, true, &gen);
-        copy_(doubled->weight, b.pwconv2->weight);
-        copy_(doubled->bias, b.pwconv2->bias);
-        b.pwconv2 = b.register_module("pwconv2", doubled);
+        model_check::double_pwconv2(b);
         CHECK_FALSE(b.mlp_fusable());
         Tensor y = b.forward(x);
         CHECK(max_abs(sub(y, fused)) > 1e-3);  // the subclass changed the output

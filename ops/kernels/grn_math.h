@@ -12,6 +12,9 @@
 //   dgamma[k] = sum_n Nx[n,k] S[n,k],   dbeta[k] = sum over every row of dy[., k].
 #include <cmath>
 #include <cstdint>
+#include <vector>
+
+#include "ops/column_sum.h"
 
 namespace cnx::grn_math {
 
@@ -41,6 +44,37 @@ void backward_coeffs(const double* S, const T* gamma, const T* G, const T* Nx, d
         const double dG = (double)gamma[k] * S[k] / denom - c2;
         r[k] = G[k] > 0 ? (T)(dG / (double)G[k]) : T(0);
         if (dgamma) dgamma[k] += (double)Nx[k] * S[k];
+    }
+}
+
+// The backward up to the input gradient, over the activation a = act(in[i]) (in [N, P, K]):
+// the per-image sums of dy a and dy (column_sums: double accumulators, the same for any thread
+// count), then r [N, K]; dgamma and dbeta [K] are written when given.
+template <class T, class Act>
+void backward_stats(const T* dy, const T* in, const Act& act, const T* gamma, const T* G, const T* Nx,
+                    const double* denom, int64_t N, int64_t P, int64_t K, T* r, T* dgamma, T* dbeta) {
+    std::vector<double> S(N * 2 * K);  // per image: [sum dy a | sum dy]
+    column_sums<double>(N, P, 2 * K, S.data(), 1.0, [&](int64_t n, int64_t r0, int64_t r1, double* acc) {
+        double* acc_b = acc + K;
+        for (int64_t row = r0; row < r1; ++row) {
+            const T* g = dy + (n * P + row) * K;
+            const T* x = in + (n * P + row) * K;
+#pragma omp simd
+            for (int64_t k = 0; k < K; ++k) {
+                acc[k] += (double)g[k] * (double)act(x[k]);
+                acc_b[k] += (double)g[k];
+            }
+        }
+    });
+    std::vector<double> dg(K, 0.0), db(K, 0.0);
+    for (int64_t n = 0; n < N; ++n) {
+        const double* Sn = S.data() + n * 2 * K;
+        backward_coeffs(Sn, gamma, G + n * K, Nx + n * K, denom[n], K, r + n * K, dg.data());
+        for (int64_t k = 0; k < K; ++k) db[k] += Sn[K + k];
+    }
+    for (int64_t k = 0; k < K; ++k) {
+        if (dgamma) dgamma[k] = (T)dg[k];
+        if (dbeta) dbeta[k] = (T)db[k];
     }
 }
 
