@@ -1,7 +1,8 @@
 #pragma once
 // The per-image, per-channel algebra of GRN shared by the grn op (ops/grn.cpp) and the fused V2
-// MLP (ops/fused_grn.cpp). Both see the activation a as N images of P rows of K channels, and
-// only their passes over a differ; these are the O(N K) steps between those passes.
+// MLP (ops/fused_grn.cpp). Both see the activation a as N images of P rows of K channels (the op
+// reads a itself, the fused MLP GELU(h)): the O(N K) steps between their passes over a, and the
+// backward's pass of per-image sums.
 //
 // Forward, from the sums of squares q[n,k] = sum_p a[p,k]^2:
 //   G = sqrt(q), m = mean_k G, Nx = G / (m + eps), s = 1 + gamma Nx, y = a s + beta.
