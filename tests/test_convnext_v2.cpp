@@ -68,7 +68,7 @@ std::vector<double> grn_by_hand(const Tensor& x, const Tensor& gamma, const Tens
 
 }  // namespace
 
-TEST_CASE("V2: the official names, shapes and order; no layer scale; GRN starts as the identity", "[v2]") {
+TEST_CASE("V2: the official names, shapes and order, no layer scale, GRN starts as the identity", "[v2]") {
     ConvNeXtOptions o = v2_options({1, 2, 1, 1}, {8, 16, 24, 32}, 7);
     ConvNeXt m(o);
     auto sd = m.state_dict();
@@ -181,7 +181,7 @@ TEST_CASE("V2: the GRN module equals its formula, gradchecks in float64, and che
     CHECK_THROWS_WITH(nn::GRN(0), Catch::Contains("GRN: dim must be positive"));
 }
 
-TEST_CASE("V2: GRN parameters are never weight-decayed; layer ids follow the official rule", "[v2][optim]") {
+TEST_CASE("V2: GRN parameters are never weight-decayed, layer ids follow the official rule", "[v2][optim]") {
     ConvNeXt m(v2_options({2, 2, 7, 2}, {8, 8, 8, 8}, 3));
     optim::ParamGroupOptions o;
     o.weight_decay = 0.05;
