@@ -31,6 +31,7 @@ using cnx::Tensor;
 struct PredictOptions {
     std::string model, weights, classes;
     std::vector<std::string> images;
+    std::vector<int64_t> depths, dims;  // a custom model of the variant's family (both, or neither)
     int64_t num_classes = 0;  // 0: rows of head.weight
     int64_t resize = 256, crop = 224, topk = 5, batch = 8;
     bool json = false;
@@ -110,6 +111,11 @@ int run_predict(const PredictOptions& o) {
     CNX_CHECK(mo.in_chans == 1 || mo.in_chans == 3, "predict: the stem takes ", mo.in_chans,
               " input channels; images give 1 or 3");
     mo = models::model_options(o.model, mo);  // throws listing the variants for an unknown name
+    if (!o.depths.empty() || !o.dims.empty()) {
+        CNX_CHECK(o.depths.size() == 4 && o.dims.size() == 4, "predict: --depths and --dims need four values each");
+        mo.depths = o.depths;
+        mo.dims = o.dims;
+    }
     if (std::string why = misfit(mo, weights); !why.empty()) {
         std::string hint;
         for (const auto& name : models::model_names())
@@ -118,7 +124,7 @@ int run_predict(const PredictOptions& o) {
         fail("predict: weights ", o.weights, " do not fit ", o.model, " with ", mo.num_classes, " classes and ",
              mo.in_chans, " input channels: ", why, hint);
     }
-    auto model = models::create_model(o.model, mo);
+    auto model = std::make_shared<models::ConvNeXt>(mo);  // mo: the variant's, or --depths/--dims
     try {
         model->load_state_dict(weights, /*strict=*/true);
     } catch (const Error& e) {
@@ -186,6 +192,9 @@ std::function<int()> setup(CLI::App& root) {
     auto o = std::make_shared<PredictOptions>();
     cmd->add_option("--model", o->model, "Variant the weights belong to (convnext_tiny, ...)")->required();
     cmd->add_option("--weights", o->weights, "Weights: .safetensors or .pth")->required();
+    cmd->add_option("--depths", o->depths, "Custom blocks per stage, e.g. 1,1,3,1 (with --dims)")->delimiter(',')->expected(4);
+    cmd->add_option("--dims", o->dims, "Custom channels per stage, e.g. 16,32,64,128 (with --depths)")
+        ->delimiter(',')->expected(4);
     cmd->add_option("--image", o->images, "Image file(s) or folder(s); repeat or list several")->required();
     cmd->add_option("--num-classes", o->num_classes, "Classes of the head (default: rows of head.weight)")
         ->check(CLI::PositiveNumber);

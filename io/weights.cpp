@@ -3,6 +3,7 @@
 #include <cstdio>
 
 #include "core/error.h"
+#include "io/fcmae.h"
 #include "io/pth.h"
 #include "io/safetensors.h"
 
@@ -36,10 +37,18 @@ LoadedWeights read_weights(const std::string& path, const WeightsOptions& option
         out.tensors = load_safetensors(path, DType::F32, /*keep_f64=*/true).tensors;
     }
     out.tensors = strip_module_prefix(out.tensors);
-    std::shared_ptr<const NameMap> names =
-        options.model ? std::make_shared<const NameMap>(*options.model) : NameMap::registered();
     std::vector<std::string> keys;
     for (auto& [n, t] : out.tensors) keys.push_back(n);
+    if (options.official_names && is_fcmae_checkpoint(keys)) {
+        FcmaeRemap r = remap_fcmae(out.tensors);
+        out.tensors = std::move(r.tensors);
+        out.dropped = std::move(r.dropped);
+        out.fcmae = true;
+        keys.clear();
+        for (auto& [n, t] : out.tensors) keys.push_back(n);
+    }
+    std::shared_ptr<const NameMap> names =
+        options.model ? std::make_shared<const NameMap>(*options.model) : NameMap::registered();
     out.source_names = names->detect(keys);
     if (options.official_names) out.tensors = names->rename(out.tensors, NameStyle::Official);
     return out;
