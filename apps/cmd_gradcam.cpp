@@ -14,6 +14,7 @@
 
 #include "apps/command.h"
 #include "apps/inference.h"
+#include "apps/pictures.h"
 #include "viz/gradcam.h"
 
 namespace {
@@ -26,7 +27,7 @@ struct GradcamOptions {
     std::vector<std::string> images;
     std::string target_class;  // index or label; "": top-1
     std::string layer = "stages.3";
-    std::string out;
+    std::string out, grid;
     bool json = false;
 };
 
@@ -65,11 +66,14 @@ int run_gradcam(const GradcamOptions& o) {
     go.target_layer = o.layer;
     if (!o.target_class.empty()) go.target_class = im.class_index(o.target_class, "gradcam");
     const std::vector<std::string> paths = overlay_paths(images, o.out);
+    app::PredictionGridBuilder grid(o.grid, im);
     for (size_t i = 0; i < images.size(); ++i) {
         Tensor crop = im.crop_of(images[i]);
         Tensor x = im.normalized(crop);
         viz::GradCamResult r = viz::grad_cam(*im.model, x.reshape({1, im.crop, im.crop, im.in_chans}), go);
-        if (!paths[i].empty()) viz::gradcam_overlay(crop, r).write_png(paths[i]);
+        viz::Canvas overlay = viz::gradcam_overlay(crop, r);
+        if (!paths[i].empty()) overlay.write_png(paths[i]);
+        grid.add(images[i], overlay.to_tensor(), r.target_class, r.probs[r.target_class]);
         const double prob = r.probs[r.target_class];
         const std::string& label = im.labels[r.target_class];
         if (o.json) {
@@ -91,6 +95,7 @@ int run_gradcam(const GradcamOptions& o) {
         }
         std::fflush(stdout);
     }
+    grid.write();
     return 0;
 }
 
@@ -105,6 +110,9 @@ std::function<int()> setup(CLI::App& root) {
         ->capture_default_str();
     cmd->add_option("--out", o->out,
                     "Overlay PNG: a .png file for one image, else a folder (one <image>_gradcam.png per image)");
+    cmd->add_option("--grid", o->grid,
+                    "Also draw the overlays in a grid (PNG), captioned with the class explained and its probability: "
+                    "green when the image's folder names that class, red when it names another");
     cmd->add_flag("--json", o->json,
                   "One JSON object per image: {\"image\", \"class\", \"label\", \"prob\", \"layer\", \"cam\"} with cam "
                   "the [h][w] grid at the layer's resolution, scaled to [0, 1]");

@@ -12,6 +12,7 @@
 
 #include "cli_util.h"
 #include "core/autograd.h"
+#include "data/idx.h"
 #include "data/image.h"
 #include "models/convnext.h"
 #include "viz/font.h"
@@ -153,14 +154,29 @@ TEST_CASE("gradcam: images, folders, labels and errors on the command line", "[v
     const fs::path out = temp_dir("gradcam_cli");
     // A folder of images into a folder of overlays, one per image, named after it.
     auto r = run("gradcam --weights " + weights + " --image " + fixture("train_folder/circles") + " --out " +
-                 (out / "cams").string() + " --class squares");
+                 (out / "cams").string() + " --class squares --grid " + (out / "grid.png").string());
     INFO(r.output);
     REQUIRE(r.code == 0);
     CHECK(r.output.find("class 1 squares") != std::string::npos);
+    std::vector<viz::GridItem> items(8);
     for (int i = 0; i < 8; ++i) {
         fs::path png = out / "cams" / ("img_0" + std::to_string(i) + "_gradcam.png");
         REQUIRE(fs::exists(png));
-        CHECK(data::load_image(png.string()).width == 32);
+        data::Image overlay = data::load_image(png.string());
+        CHECK(overlay.width == 32);
+        items[i].crop = data::image_to_tensor(overlay), items[i].truth = "circles";
+    }
+    // --grid: the overlays, captioned in red (the folder says circles, the class explained is squares).
+    const auto layout = viz::prediction_grid(items).layout;
+    const viz::Canvas grid = decode_png((out / "grid.png").string());
+    CHECK(grid.width() == 2 * layout.margin + layout.cols * layout.cell_w);
+    for (int i = 0; i < 8; ++i) {
+        data::Image overlay = data::load_image((out / "cams" / ("img_0" + std::to_string(i) + "_gradcam.png")).string());
+        const viz::Rgb corner = pixel(overlay, 0, 0);  // the tile scales the overlay: its flat corner stays
+        const viz::Rgb got = grid.at(layout.tile_x(i), layout.tile_y(i));
+        for (int k = 0; k < 3; ++k) CHECK(std::abs(got[k] - corner[k]) <= 8);
+        const int h = layout.cell_h - layout.tile - layout.pad - 4;
+        CHECK(has_color(grid, layout.tile_x(i) - layout.pad_x, layout.caption_y(i), layout.cell_w, h, viz::kRed));
     }
     // Errors: an unknown layer lists the stages; a layer without a spatial output; a bad class.
     const std::string one = "gradcam --weights " + weights + " --image " + fixture("train_folder/circles/img_00.png");
@@ -423,7 +439,7 @@ TEST_CASE("eval --plot and predict --grid draw what the commands report", "[vis]
     CHECK(right < 24);
 }
 
-TEST_CASE("pictures without a TrueType font: the built-in one and a warning; a bad font path is an error", "[vis][font]") {
+TEST_CASE("pictures without a TrueType font: the built-in one and a warning, and a bad font path is an error", "[vis][font]") {
     const fs::path run_dir = trained_run();
     const fs::path out = temp_dir("vis_font");
     const std::string eval = "eval --weights " + (run_dir / "best.safetensors").string() + " --data " +
@@ -438,4 +454,37 @@ TEST_CASE("pictures without a TrueType font: the built-in one and a warning; a b
     CHECK(r.output.find("/nonexistent/x.ttf") != std::string::npos);
     CHECK(r.output.find("images: top-1") == std::string::npos);  // refused before evaluating
     CHECK_FALSE(fs::exists(out / "b.png"));
+}
+
+TEST_CASE("export-images: Fashion-MNIST as PNG files in class folders", "[vis]") {
+    if (!fs::exists(std::string(data::kFashionMnistDir) + "/t10k-images-idx3-ubyte.gz")) {
+        WARN("dataset-fashion-mnist is not installed: skipped");
+        return;
+    }
+    const fs::path out = temp_dir("export_images");
+    auto r = run("export-images --dataset fashion-mnist --start 5 --count 20 --out " + out.string());
+    INFO(r.output);
+    REQUIRE(r.code == 0);
+    const data::FashionMnistSplit test = data::load_fashion_mnist(data::kFashionMnistDir, false);
+    int files = 0;
+    for (int64_t i = 5; i < 25; ++i) {
+        std::string folder = data::kFashionMnistClasses[test.labels[i]];
+        std::replace(folder.begin(), folder.end(), '/', '_');
+        char name[32];
+        std::snprintf(name, sizeof name, "test_%05lld.png", (long long)i);
+        const fs::path png = out / folder / name;
+        INFO(png);
+        REQUIRE(fs::exists(png));
+        data::DecodeOptions grey;
+        grey.channels = 1;
+        data::Image img = data::load_image(png.string(), grey);
+        REQUIRE(img.width == 28);
+        CHECK(std::equal(img.pixels.begin(), img.pixels.end(), test.images.begin() + i * 28 * 28));
+        ++files;
+    }
+    int found = 0;
+    for (auto& e : fs::recursive_directory_iterator(out)) found += e.is_regular_file();
+    CHECK(found == files);
+    CHECK(run("export-images --dataset cifar10 --out " + out.string()).code == 1);
+    CHECK(run("export-images --dataset fashion-mnist --start 10000 --out " + out.string()).code == 1);
 }

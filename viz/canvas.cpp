@@ -121,6 +121,13 @@ std::string Canvas::fit_text(const std::string& s, float size, int max_width) {
 
 void Canvas::write_png(const std::string& path) const { io::write_png(path, px_.data(), w_, h_, 3); }
 
+Tensor Canvas::to_tensor() const {
+    Tensor t = Tensor::empty({h_, w_, 3});
+    float* p = t.data<float>();
+    for (size_t i = 0; i < px_.size(); ++i) p[i] = px_[i] / 255.0f;
+    return t;
+}
+
 Canvas image_canvas(const Tensor& hwc, int width, int height) {
     CNX_CHECK(hwc.dim() == 3 && (hwc.size(2) == 1 || hwc.size(2) == 3), "image_canvas: expected an image [H, W, 1 or 3], got ",
               hwc.str());

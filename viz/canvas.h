@@ -50,6 +50,8 @@ public:
     static std::string fit_text(const std::string& utf8, float size, int max_width);
 
     void write_png(const std::string& path) const;
+    // The picture as a float image [height, width, 3] in [0, 1] (image_canvas's inverse).
+    Tensor to_tensor() const;
 
 private:
     int w_, h_;
