@@ -123,8 +123,10 @@ InferenceModel load_inference_model(const InferenceOptions& o, const std::string
     if (std::string why = misfit(mo, weights); !why.empty()) {
         if (spec.depths.empty())
             for (const auto& name : models::model_names())
-                if (name != spec.name && misfit(models::model_options(name, mo), weights).empty())
+                if (name != spec.name && misfit(models::model_options(name, mo), weights).empty()) {
                     why += "; they fit " + name;
+                    break;
+                }
         does_not_fit(why);
     }
     weights.clear();
