@@ -198,6 +198,10 @@ void backward(const Tensor& root, const Tensor& grad, bool retain_graph) {
         }
         Tensor g(git->second);
         grads.erase(git);
+        // The gradient of this node's output is complete here (every user has run): retained
+        // outputs accumulate a copy (g itself flows on into the inputs' gradients).
+        for (const auto& weak : n->retained)
+            if (std::shared_ptr<TensorImpl> out = weak.lock()) accumulate_leaf(out->grad, Tensor(g).clone());
         CNX_CHECK(n->backward, "backward: the graph through '", n->name,
                   "' was already freed; pass retain_graph=true to backward twice");
         auto t0 = std::chrono::steady_clock::now();

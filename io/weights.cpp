@@ -9,7 +9,7 @@
 
 namespace cnx::io {
 
-LoadedWeights read_weights(const std::string& path, const WeightsOptions& options) {
+bool is_pth_file(const std::string& path) {
     unsigned char head[4] = {0, 0, 0, 0};
     FILE* f = std::fopen(path.c_str(), "rb");
     CNX_CHECK(f, "weights: cannot open '", path, "'");
@@ -22,8 +22,12 @@ LoadedWeights read_weights(const std::string& path, const WeightsOptions& option
     size_t dot = path.find_last_of("./");
     std::string ext = dot != std::string::npos && path[dot] == '.' ? path.substr(dot) : "";
     bool pth_ext = ext == ".pth" || ext == ".pt" || ext == ".ckpt";
+    return is_pth(head, got) || pickle || pth_ext;
+}
+
+LoadedWeights read_weights(const std::string& path, const WeightsOptions& options) {
     LoadedWeights out;
-    if (is_pth(head, got) || pickle || pth_ext) {
+    if (is_pth_file(path)) {
         PthOptions po;
         po.key = options.key;
         PthContents c = read_pth(path, po);

@@ -38,6 +38,9 @@ struct LoadedWeights {
 
 // .pth tensors are float32; safetensors tensors are float32 too, except F64 ones, which stay F64.
 LoadedWeights read_weights(const std::string& path, const WeightsOptions& options = {});
+// Whether read_weights takes the file for a PyTorch checkpoint (else safetensors). Throws when
+// the file cannot be opened.
+bool is_pth_file(const std::string& path);
 NamedTensors load_weights(const std::string& path, const std::string& key = "");
 
 }  // namespace cnx::io
