@@ -9,7 +9,9 @@
 #include <fstream>
 
 #include "core/rng.h"
+#include "data/image.h"
 #include "io/atomic_file.h"
+#include "io/png_writer.h"
 #include "io/safetensors.h"
 
 using namespace cnx;
@@ -310,4 +312,29 @@ TEST_CASE("AtomicFile replaces the target only on commit", "[io][atomic]") {
     int files = 0;
     for (auto& e : fs::directory_iterator(dir.path)) files += e.is_regular_file();
     CHECK(files == 1);
+}
+
+TEST_CASE("write_png writes a PNG that decodes to the same pixels, atomically", "[io][png]") {
+    TempDir dir;
+    for (int channels : {1, 3}) {
+        const int w = 37, h = 23;  // odd sizes: rows are not a multiple of any vector width
+        std::vector<uint8_t> px((size_t)w * h * channels);
+        for (size_t i = 0; i < px.size(); ++i) px[i] = (uint8_t)(i * 7 + i / 13);
+        std::string path = dir.file("curves" + std::to_string(channels) + ".png");
+        io::write_png(path, px.data(), w, h, channels);
+        io::write_png(path, px.data(), w, h, channels);  // replaces the first one
+        data::DecodeOptions opts;
+        opts.channels = channels;
+        data::Image img = data::load_image(path, opts);
+        REQUIRE(img.width == w);
+        REQUIRE(img.height == h);
+        REQUIRE(img.channels == channels);
+        CHECK(img.pixels == px);
+    }
+    int files = 0;
+    for (auto& e : fs::directory_iterator(dir.path)) files += e.is_regular_file();
+    CHECK(files == 2);  // no temporary file left behind
+    CHECK_THROWS_WITH(io::write_png(dir.file("x.png"), nullptr, 0, 4, 3), Catch::Contains("bad image 0x4x3"));
+    CHECK_THROWS_WITH(io::write_png(dir.file("no/such/dir/x.png"), std::vector<uint8_t>(12).data(), 2, 2, 3),
+                      Catch::Contains("no/such/dir/x.png"));
 }
