@@ -32,8 +32,6 @@ struct Node {
     std::vector<Edge> inputs;
     std::vector<Shape> input_shapes;
     BackwardFn backward;
-    Shape out_shape;
-    DType out_dtype = DType::F32;
     void release() { backward = nullptr; }
 };
 
