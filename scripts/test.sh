@@ -18,21 +18,22 @@ TIMES=$(mktemp)
 trap 'rm -f "$TIMES"' EXIT
 SUMMARY=()
 
-# CPU seconds (user + sys) of every finished child of this shell. `times` must run in this shell,
-# not in a $(...) subshell, which has children of its own.
+# Sets CPU to the CPU seconds (user + sys) of every finished child of this shell. `times` must run
+# in this shell, not in a $(...) subshell, which has children of its own.
 children_cpu() {
   times > "$TIMES"
-  awk 'NR == 2 { s = 0; for (i = 1; i <= 2; i++) { split($i, p, "m"); s += p[1] * 60 + p[2] } printf "%.1f", s }' "$TIMES"
+  CPU=$(awk 'NR == 2 { s = 0; for (i = 1; i <= 2; i++) { split($i, p, "m"); s += p[1] * 60 + p[2] } printf "%.1f", s }' "$TIMES")
 }
 # stage NAME COMMAND...: runs the command as one timed stage.
 stage() {
-  local name=$1 w0=$SECONDS c0 c1
+  local name=$1 w0=$SECONDS c0
   shift
   echo "== $name ($((SECONDS - t0)) s so far)"
-  c0=$(children_cpu)
+  children_cpu
+  c0=$CPU
   "$@"
-  c1=$(children_cpu)
-  SUMMARY+=("$(printf '%-18s %6d s wall %8.1f s CPU' "$name" $((SECONDS - w0)) "$(awk "BEGIN { print $c1 - $c0 }")")")
+  children_cpu
+  SUMMARY+=("$(printf '%-18s %6d s wall %8.1f s CPU' "$name" $((SECONDS - w0)) "$(awk "BEGIN { print $CPU - $c0 }")")")
   echo "   ${SUMMARY[-1]}"
 }
 skipped() { [[ "$SKIP" == *" $1 "* ]]; }
@@ -50,6 +51,7 @@ examples() {
     name=$(basename "$dir")
     local out=build/examples/$name
     rm -rf "$out"
+    mkdir -p "$out"
     echo "examples: $name"
     cmake -S "$dir" -B "$out" -DCMAKE_PREFIX_PATH="$prefix" > "$out.configure.log" 2>&1 ||
       { cat "$out.configure.log" >&2; return 1; }
@@ -92,4 +94,5 @@ if ! skipped fuzz; then stage "fuzz smoke run" scripts/fuzz.sh 30; fi
 
 echo "== all passed in $((SECONDS - t0)) s"
 printf '   %s\n' "${SUMMARY[@]}"
-printf '   %-18s %6d s wall %8.1f s CPU\n' "total" $((SECONDS - t0)) "$(children_cpu)"
+children_cpu
+printf '   %-18s %6d s wall %8.1f s CPU\n' "total" $((SECONDS - t0)) "$CPU"
