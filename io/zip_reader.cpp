@@ -92,7 +92,7 @@ ZipReader::ZipReader(const uint8_t* data, size_t size, std::string what, ZipOpti
     // libzip opens an empty buffer as an empty archive; a file needs at least the end record.
     CNX_CHECK(size >= 22, "zip '", what_, "': ", size, " bytes is too small for a zip archive");
     ZipErrorGuard err;
-    archive_ = open_archive(data, size, ZIP_CHECKCONS, &err.e);
+    archive_.reset(open_archive(data, size, ZIP_CHECKCONS, &err.e));
     if (!archive_) {
         // libzip reports a missing end record and a damaged local header alike (ZIP_ER_NOZIP);
         // opening once more without the consistency check tells the two apart.
@@ -111,14 +111,14 @@ ZipReader::ZipReader(const uint8_t* data, size_t size, std::string what, ZipOpti
             default: fail("zip '", what_, "': cannot be read: ", zip_error_strerror(&plain_err.e));
         }
     }
-    zip_int64_t count = zip_get_num_entries(archive_, 0);
+    zip_int64_t count = zip_get_num_entries(archive_.get(), 0);
     CNX_CHECK(count >= 0 && (uint64_t)count <= opt_.max_entries, "zip '", what_, "': ", count,
               " entries exceeds the limit of ", opt_.max_entries);
     entries_.reserve((size_t)count);
     for (zip_int64_t i = 0; i < count; ++i) {
         zip_stat_t st;
-        CNX_CHECK(zip_stat_index(archive_, (zip_uint64_t)i, 0, &st) == 0, "zip '", what_, "': entry ", i,
-                  " cannot be read: ", zip_strerror(archive_));
+        CNX_CHECK(zip_stat_index(archive_.get(), (zip_uint64_t)i, 0, &st) == 0, "zip '", what_, "': entry ", i,
+                  " cannot be read: ", zip_strerror(archive_.get()));
         ZipEntry z;
         z.index = (uint64_t)i;
         z.name = st.name ? st.name : "";
@@ -139,9 +139,7 @@ ZipReader::ZipReader(const uint8_t* data, size_t size, std::string what, ZipOpti
     }
 }
 
-ZipReader::~ZipReader() {
-    if (archive_) zip_discard(archive_);
-}
+void ZipReader::Discard::operator()(zip_t* archive) const { zip_discard(archive); }
 
 const ZipEntry* ZipReader::find(const std::string& name) const {
     auto it = index_.find(name);
@@ -165,8 +163,8 @@ std::vector<uint8_t> ZipReader::read(const ZipEntry& e) const {
 void ZipReader::read_into(const ZipEntry& e, void* dst) const {
     CNX_CHECK(e.size <= opt_.max_inflated_bytes, "zip '", what_, "': entry '", e.name, "' inflates to ", e.size,
               " bytes, over the limit of ", opt_.max_inflated_bytes);
-    std::unique_ptr<zip_file_t, int (*)(zip_file_t*)> f(zip_fopen_index(archive_, e.index, 0), zip_fclose);
-    CNX_CHECK(f, "zip '", what_, "': entry '", e.name, "' cannot be opened: ", zip_strerror(archive_));
+    std::unique_ptr<zip_file_t, int (*)(zip_file_t*)> f(zip_fopen_index(archive_.get(), e.index, 0), zip_fclose);
+    CNX_CHECK(f, "zip '", what_, "': entry '", e.name, "' cannot be opened: ", zip_strerror(archive_.get()));
     auto corrupt = [&](const char* how) {
         zip_error_t* err = zip_file_get_error(f.get());
         if (zip_error_code_zip(err) == ZIP_ER_CRC)

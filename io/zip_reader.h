@@ -9,6 +9,7 @@
 // messages naming the archive and the entry.
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -59,7 +60,6 @@ public:
     // `what` names the archive in error messages (usually its path). The buffer must outlive
     // the reader.
     ZipReader(const uint8_t* data, size_t size, std::string what, ZipOptions options = {});
-    ~ZipReader();
     ZipReader(const ZipReader&) = delete;
     ZipReader& operator=(const ZipReader&) = delete;
 
@@ -72,9 +72,12 @@ public:
     const std::string& what() const { return what_; }
 
 private:
+    struct Discard {
+        void operator()(struct zip* archive) const;
+    };
     std::string what_;
     ZipOptions opt_;
-    struct zip* archive_ = nullptr;
+    std::unique_ptr<struct zip, Discard> archive_;  // closed even when the constructor throws
     std::vector<ZipEntry> entries_;
     std::unordered_map<std::string, size_t> index_;
 };
