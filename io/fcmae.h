@@ -22,7 +22,7 @@
 
 namespace cnx::io {
 
-using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
+using cnx::NamedTensors;  // declared once, in core/tensor.h
 
 // The names are an FCMAE pre-training checkpoint's: some start with "encoder." and some end in
 // ".kernel" or are the decoder's mask_token.

@@ -32,7 +32,7 @@
 
 namespace cnx::io {
 
-using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
+using cnx::NamedTensors;  // declared once, in core/tensor.h
 
 enum class NameStyle { Official, Timm, Torchvision, Mixed, Unknown };
 const char* name_style_name(NameStyle s);          // "official", "timm", "torchvision", "mixed", "unknown"

@@ -28,7 +28,7 @@
 
 namespace cnx::io {
 
-using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
+using cnx::NamedTensors;  // declared once, in core/tensor.h
 
 struct PthOptions {
     std::string key;          // "" = auto: model, state_dict, model_ema, else the whole dict

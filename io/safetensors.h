@@ -22,7 +22,7 @@
 
 namespace cnx::io {
 
-using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
+using cnx::NamedTensors;  // declared once, in core/tensor.h
 using Metadata = std::map<std::string, std::string>;
 
 constexpr uint64_t kSafetensorsMaxHeader = 100'000'000;

@@ -35,7 +35,7 @@
 
 namespace cnx::nn {
 
-using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
+using cnx::NamedTensors;  // declared once, in core/tensor.h
 
 // The name a parameter, buffer or submodule has in another naming style ("timm", "torchvision"),
 // relative to its parent's name in that style. It may hold dots ("mlp.fc1": the style nests it

@@ -20,7 +20,7 @@
 
 namespace cnx::optim {
 
-using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
+using cnx::NamedTensors;  // declared once, in core/tensor.h
 
 // Builder-style option setters, like libtorch's TORCH_ARG: opts.lr(1e-3).weight_decay(0.05).
 #define CNX_OPTIM_ARG(T, name)                              \
