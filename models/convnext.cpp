@@ -259,20 +259,6 @@ ModelCost model_cost(const ConvNeXtOptions& options, int64_t image_height, int64
 }  // namespace cnx::models
 
 CNX_MODEL_FAMILY(convnext) {
-    struct Variant {
-        const char* name;
-        std::vector<int64_t> depths, dims;
-    };
-    const Variant variants[] = {
-        {"convnext_atto", {2, 2, 6, 2}, {40, 80, 160, 320}},
-        {"convnext_femto", {2, 2, 6, 2}, {48, 96, 192, 384}},
-        {"convnext_pico", {2, 2, 6, 2}, {64, 128, 256, 512}},
-        {"convnext_nano", {2, 2, 8, 2}, {80, 160, 320, 640}},
-        {"convnext_tiny", {3, 3, 9, 3}, {96, 192, 384, 768}},
-        {"convnext_small", {3, 3, 27, 3}, {96, 192, 384, 768}},
-        {"convnext_base", {3, 3, 27, 3}, {128, 256, 512, 1024}},
-        {"convnext_large", {3, 3, 27, 3}, {192, 384, 768, 1536}},
-        {"convnext_xlarge", {3, 3, 27, 3}, {256, 512, 1024, 2048}},
-    };
-    for (auto& v : variants) registry.add(v.name, {v.depths, v.dims, cnx::models::make_block});
+    registry.add_sizes("convnext_", {"atto", "femto", "pico", "nano", "tiny", "small", "base", "large", "xlarge"},
+                       cnx::models::make_block);
 }

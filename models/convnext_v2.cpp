@@ -61,19 +61,6 @@ std::shared_ptr<nn::Module> make_block_v2(const BlockArgs& a) {
 }  // namespace cnx::models
 
 CNX_MODEL_FAMILY(convnext_v2) {
-    struct Variant {
-        const char* name;
-        std::vector<int64_t> depths, dims;
-    };
-    const Variant variants[] = {
-        {"convnextv2_atto", {2, 2, 6, 2}, {40, 80, 160, 320}},
-        {"convnextv2_femto", {2, 2, 6, 2}, {48, 96, 192, 384}},
-        {"convnextv2_pico", {2, 2, 6, 2}, {64, 128, 256, 512}},
-        {"convnextv2_nano", {2, 2, 8, 2}, {80, 160, 320, 640}},
-        {"convnextv2_tiny", {3, 3, 9, 3}, {96, 192, 384, 768}},
-        {"convnextv2_base", {3, 3, 27, 3}, {128, 256, 512, 1024}},
-        {"convnextv2_large", {3, 3, 27, 3}, {192, 384, 768, 1536}},
-        {"convnextv2_huge", {3, 3, 27, 3}, {352, 704, 1408, 2816}},
-    };
-    for (auto& v : variants) registry.add(v.name, {v.depths, v.dims, cnx::models::make_block_v2});
+    registry.add_sizes("convnextv2_", {"atto", "femto", "pico", "nano", "tiny", "base", "large", "huge"},
+                       cnx::models::make_block_v2);
 }

@@ -44,6 +44,29 @@ void ModelRegistry::add(const std::string& name, ModelVariant variant) {
     entries_.emplace_back(name, std::move(variant));
 }
 
+void ModelRegistry::add_sizes(const std::string& prefix, const std::vector<std::string>& sizes,
+                              BlockFactory block) {
+    struct Size {
+        const char* name;
+        std::vector<int64_t> depths, dims;
+    };
+    static const Size kSizes[] = {
+        {"atto", {2, 2, 6, 2}, {40, 80, 160, 320}},       {"femto", {2, 2, 6, 2}, {48, 96, 192, 384}},
+        {"pico", {2, 2, 6, 2}, {64, 128, 256, 512}},      {"nano", {2, 2, 8, 2}, {80, 160, 320, 640}},
+        {"tiny", {3, 3, 9, 3}, {96, 192, 384, 768}},      {"small", {3, 3, 27, 3}, {96, 192, 384, 768}},
+        {"base", {3, 3, 27, 3}, {128, 256, 512, 1024}},   {"large", {3, 3, 27, 3}, {192, 384, 768, 1536}},
+        {"xlarge", {3, 3, 27, 3}, {256, 512, 1024, 2048}}, {"huge", {3, 3, 27, 3}, {352, 704, 1408, 2816}},
+    };
+    for (const auto& size : sizes) {
+        const Size* found = nullptr;
+        for (const auto& s : kSizes)
+            if (size == s.name) found = &s;
+        CNX_CHECK(found, "model registry: no size '", size, "' (atto, femto, pico, nano, tiny, small, base, large, "
+                  "xlarge, huge)");
+        add(prefix + size, {found->depths, found->dims, block});
+    }
+}
+
 const ModelVariant* ModelRegistry::find(const std::string& name) const {
     for (auto& [n, v] : entries_)
         if (n == name) return &v;

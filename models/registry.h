@@ -3,8 +3,8 @@
 // A family (one file, models/<family>.cpp) registers its variants in one place, at file scope:
 //
 //   CNX_MODEL_FAMILY(convnext_v2) {
-//       registry.add("convnextv2_atto", {{2, 2, 6, 2}, {40, 80, 160, 320}, make_v2_block});
-//       ...
+//       registry.add_sizes("convnextv2_", {"atto", "femto", ..., "huge"}, make_block_v2);
+//       registry.add("my_variant", {{2, 2, 6, 2}, {40, 80, 160, 320}, make_block_v2});
 //   }
 //
 // The registry calls each family once, on first use, in the order of the file names. CMake lists
@@ -29,6 +29,9 @@ class ModelRegistry {
 public:
     // Adds a name; a name already taken is an error.
     void add(const std::string& name, ModelVariant variant);
+    // Adds prefix + size for each named size of the shared table (atto ... xlarge, huge: the
+    // depths and dims both ConvNeXt papers use), built with `block`. An unknown size is an error.
+    void add_sizes(const std::string& prefix, const std::vector<std::string>& sizes, BlockFactory block);
     const ModelVariant* find(const std::string& name) const;
     std::vector<std::string> names() const;  // in registration order
 

@@ -53,36 +53,14 @@ void check_options(const AdamWOptions& o) {
 }
 }  // namespace
 
-AdamW::AdamW(std::vector<ParamGroup> groups, AdamWOptions defaults) : defaults_(defaults) {
+AdamW::AdamW(std::vector<ParamGroup> groups, AdamWOptions defaults) : OptimizerWithOptions(defaults) {
     check_options(defaults_);
-    CNX_CHECK(!groups.empty(), "AdamW: got an empty list of param groups");
-    for (auto& g : groups) add_param_group(std::move(g));
+    add_initial_groups(std::move(groups));
 }
 
-AdamW::AdamW(const NamedTensors& named_params, AdamWOptions defaults) : defaults_(defaults) {
+AdamW::AdamW(const NamedTensors& named_params, AdamWOptions defaults) : OptimizerWithOptions(defaults) {
     check_options(defaults_);
-    CNX_CHECK(!named_params.empty(), "AdamW: got an empty parameter list");
-    ParamGroup g;
-    for (const auto& kv : named_params) {
-        g.names.push_back(kv.first);
-        g.params.push_back(kv.second);
-    }
-    add_param_group(std::move(g));
-}
-
-AdamWOptions& AdamW::options(size_t group_index) {
-    CNX_CHECK(group_index < options_.size(), "AdamW: no param group ", group_index, " (have ", options_.size(), ")");
-    return options_[group_index];
-}
-
-void AdamW::apply_defaults(ParamGroup& group) const {
-    if (!group.lr) group.lr = defaults_.lr();
-    if (!group.weight_decay) group.weight_decay = defaults_.weight_decay();
-}
-
-void AdamW::on_group_added(size_t group_index) {
-    options_.resize(group_index + 1, defaults_);
-    options_[group_index] = defaults_;
+    add_initial_params(named_params);
 }
 
 void AdamW::update(size_t group_index, Tensor& param, const Tensor& grad, ParamState& st) {

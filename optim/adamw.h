@@ -29,28 +29,20 @@ private:
     double beta1_ = 0.9, beta2_ = 0.999;
 };
 
-class AdamW : public Optimizer {
+class AdamW : public OptimizerWithOptions<AdamWOptions> {
 public:
     // Every group takes the defaults' lr / weight_decay unless it sets its own; betas, eps and
     // amsgrad come from the defaults and can be changed per group with options(i).
     AdamW(std::vector<ParamGroup> groups, AdamWOptions defaults = {});
     AdamW(const NamedTensors& named_params, AdamWOptions defaults = {});
     const char* type() const override { return "AdamW"; }
-    const AdamWOptions& defaults() const { return defaults_; }
-    AdamWOptions& options(size_t group_index);
 
 protected:
-    void apply_defaults(ParamGroup& group) const override;
-    void on_group_added(size_t group_index) override;
     void update(size_t group_index, Tensor& param, const Tensor& grad, ParamState& st) override;
     std::vector<std::string> buffer_names(size_t group_index) const override;
     std::vector<std::pair<std::string, double>> option_values(size_t group_index) const override;
     void set_option_value(size_t group_index, const std::string& key, double value) override;
     void check_group_options(size_t group_index) const override;
-
-private:
-    AdamWOptions defaults_;
-    std::vector<AdamWOptions> options_;  // per group
 };
 
 }  // namespace cnx::optim

@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/error.h"
 #include "core/tensor.h"
 #include "ops/parallel.h"
 
@@ -116,6 +117,49 @@ protected:
 
     std::vector<ParamGroup> groups_;
     std::vector<std::vector<ParamState>> state_;  // [group][param]
+};
+
+// What every optimiser with its own options type shares: the defaults, one Options per group
+// (kept aligned as groups join), the lr / weight_decay fill-in, and the two constructors'
+// argument checks. `check` validates an Options (the subclass's range checks).
+template <class Options>
+class OptimizerWithOptions : public Optimizer {
+public:
+    const Options& defaults() const { return defaults_; }
+    // Per-group options beyond lr and weight decay (those live in the group's ParamGroup).
+    Options& options(size_t group_index) {
+        CNX_CHECK(group_index < options_.size(), type(), ": no param group ", group_index, " (have ",
+                  options_.size(), ")");
+        return options_[group_index];
+    }
+
+protected:
+    explicit OptimizerWithOptions(Options defaults) : defaults_(std::move(defaults)) {}
+    // Called from the subclass's constructor body, where type() and the hooks are its own.
+    void add_initial_groups(std::vector<ParamGroup> groups) {
+        CNX_CHECK(!groups.empty(), type(), ": got an empty list of param groups");
+        for (auto& g : groups) add_param_group(std::move(g));
+    }
+    void add_initial_params(const NamedTensors& named_params) {
+        CNX_CHECK(!named_params.empty(), type(), ": got an empty parameter list");
+        ParamGroup g;
+        for (const auto& kv : named_params) {
+            g.names.push_back(kv.first);
+            g.params.push_back(kv.second);
+        }
+        add_param_group(std::move(g));
+    }
+    void apply_defaults(ParamGroup& group) const override {
+        if (!group.lr) group.lr = defaults_.lr();
+        if (!group.weight_decay) group.weight_decay = defaults_.weight_decay();
+    }
+    void on_group_added(size_t group_index) override {
+        options_.resize(group_index + 1, defaults_);
+        options_[group_index] = defaults_;
+    }
+
+    Options defaults_;
+    std::vector<Options> options_;  // per group
 };
 
 namespace detail {

@@ -36,36 +36,14 @@ void check_options(const SGDOptions& o) {
 }
 }  // namespace
 
-SGD::SGD(std::vector<ParamGroup> groups, SGDOptions defaults) : defaults_(defaults) {
+SGD::SGD(std::vector<ParamGroup> groups, SGDOptions defaults) : OptimizerWithOptions(defaults) {
     check_options(defaults_);
-    CNX_CHECK(!groups.empty(), "SGD: got an empty list of param groups");
-    for (auto& g : groups) add_param_group(std::move(g));
+    add_initial_groups(std::move(groups));
 }
 
-SGD::SGD(const NamedTensors& named_params, SGDOptions defaults) : defaults_(defaults) {
+SGD::SGD(const NamedTensors& named_params, SGDOptions defaults) : OptimizerWithOptions(defaults) {
     check_options(defaults_);
-    CNX_CHECK(!named_params.empty(), "SGD: got an empty parameter list");
-    ParamGroup g;
-    for (const auto& kv : named_params) {
-        g.names.push_back(kv.first);
-        g.params.push_back(kv.second);
-    }
-    add_param_group(std::move(g));
-}
-
-SGDOptions& SGD::options(size_t group_index) {
-    CNX_CHECK(group_index < options_.size(), "SGD: no param group ", group_index, " (have ", options_.size(), ")");
-    return options_[group_index];
-}
-
-void SGD::apply_defaults(ParamGroup& group) const {
-    if (!group.lr) group.lr = defaults_.lr();
-    if (!group.weight_decay) group.weight_decay = defaults_.weight_decay();
-}
-
-void SGD::on_group_added(size_t group_index) {
-    options_.resize(group_index + 1, defaults_);
-    options_[group_index] = defaults_;
+    add_initial_params(named_params);
 }
 
 void SGD::update(size_t group_index, Tensor& param, const Tensor& grad, ParamState& st) {

@@ -17,27 +17,18 @@ struct SGDOptions {
     CNX_OPTIM_ARG(bool, nesterov) = false;
 };
 
-class SGD : public Optimizer {
+class SGD : public OptimizerWithOptions<SGDOptions> {
 public:
     SGD(std::vector<ParamGroup> groups, SGDOptions defaults);
     SGD(const NamedTensors& named_params, SGDOptions defaults);
     const char* type() const override { return "SGD"; }
-    const SGDOptions& defaults() const { return defaults_; }
-    // Per-group momentum / dampening / nesterov (a group's lr and weight decay live in its ParamGroup).
-    SGDOptions& options(size_t group_index);
 
 protected:
-    void apply_defaults(ParamGroup& group) const override;
-    void on_group_added(size_t group_index) override;
     void update(size_t group_index, Tensor& param, const Tensor& grad, ParamState& st) override;
     std::vector<std::string> buffer_names(size_t group_index) const override;
     std::vector<std::pair<std::string, double>> option_values(size_t group_index) const override;
     void set_option_value(size_t group_index, const std::string& key, double value) override;
     void check_group_options(size_t group_index) const override;
-
-private:
-    SGDOptions defaults_;
-    std::vector<SGDOptions> options_;
 };
 
 }  // namespace cnx::optim

@@ -554,6 +554,22 @@ TEST_CASE("registry: every name builds; a meta build has the real build's names,
                       Catch::Contains("unknown model 'nope'") && Catch::Contains("convnext_atto"));
 }
 
+TEST_CASE("registry: the shared size table names each size once", "[model][registry]") {
+    models::ModelRegistry r;
+    r.add_sizes("t_", {"atto", "huge"}, models::make_block);
+    CHECK(r.names() == std::vector<std::string>{"t_atto", "t_huge"});
+    CHECK(r.find("t_atto")->dims == std::vector<int64_t>{40, 80, 160, 320});
+    CHECK(r.find("t_huge")->depths == std::vector<int64_t>{3, 3, 27, 3});
+    // V1 and V2 share every size both define.
+    for (const char* size : {"atto", "femto", "pico", "nano", "tiny", "base", "large"}) {
+        auto v1 = models::model_options(std::string("convnext_") + size);
+        auto v2 = models::model_options(std::string("convnextv2_") + size);
+        CHECK(v1.depths == v2.depths);
+        CHECK(v1.dims == v2.dims);
+    }
+    CHECK_THROWS_WITH(r.add_sizes("t_", {"gigantic"}, models::make_block), Catch::Contains("no size 'gigantic'"));
+}
+
 TEST_CASE("registry: a name registered with its own block factory builds through create_model",
           "[model][registry]") {
     // A "family" whose blocks double their MLP's first layer: everything but the block is V1's.
