@@ -53,20 +53,12 @@ void check_options(const AdamWOptions& o) {
 }
 }  // namespace
 
-AdamW::AdamW(std::vector<ParamGroup> groups, AdamWOptions defaults) : OptimizerWithOptions(defaults) {
-    check_options(defaults_);
+AdamW::AdamW(std::vector<ParamGroup> groups, AdamWOptions defaults) : OptimizerWithOptions(defaults, check_options) {
     add_initial_groups(std::move(groups));
 }
 
-AdamW::AdamW(const NamedTensors& named_params, AdamWOptions defaults) : OptimizerWithOptions(defaults) {
-    check_options(defaults_);
-    add_initial_params(named_params);
-}
-
-void AdamW::update(size_t group_index, Tensor& param, const Tensor& grad, ParamState& st) {
-    const ParamGroup& group = groups_[group_index];
-    const AdamWOptions& o = options_[group_index];
-    check_options(o);
+void AdamW::update_param(const ParamGroup& group, const AdamWOptions& o, Tensor& param, const Tensor& grad,
+                         ParamState& st) {
     if (!st.initialized) {
         st.buffers.clear();
         st.buffers.emplace_back("exp_avg", zeros_like(param));
@@ -100,7 +92,6 @@ std::vector<std::pair<std::string, double>> AdamW::option_values(size_t group_in
     return {{"beta1", o.beta1()}, {"beta2", o.beta2()}, {"eps", o.eps()}, {"amsgrad", o.amsgrad() ? 1.0 : 0.0}};
 }
 
-void AdamW::check_group_options(size_t group_index) const { check_options(options_[group_index]); }
 
 void AdamW::set_option_value(size_t group_index, const std::string& key, double value) {
     AdamWOptions& o = options_[group_index];

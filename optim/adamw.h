@@ -34,15 +34,16 @@ public:
     // Every group takes the defaults' lr / weight_decay unless it sets its own; betas, eps and
     // amsgrad come from the defaults and can be changed per group with options(i).
     AdamW(std::vector<ParamGroup> groups, AdamWOptions defaults = {});
-    AdamW(const NamedTensors& named_params, AdamWOptions defaults = {});
+    AdamW(const NamedTensors& named_params, AdamWOptions defaults = {})
+        : AdamW(one_group(named_params), std::move(defaults)) {}
     const char* type() const override { return "AdamW"; }
 
 protected:
-    void update(size_t group_index, Tensor& param, const Tensor& grad, ParamState& st) override;
+    void update_param(const ParamGroup& group, const AdamWOptions& o, Tensor& param, const Tensor& grad,
+                      ParamState& st) override;
     std::vector<std::string> buffer_names(size_t group_index) const override;
     std::vector<std::pair<std::string, double>> option_values(size_t group_index) const override;
     void set_option_value(size_t group_index, const std::string& key, double value) override;
-    void check_group_options(size_t group_index) const override;
 };
 
 }  // namespace cnx::optim

@@ -119,9 +119,21 @@ protected:
     std::vector<std::vector<ParamState>> state_;  // [group][param]
 };
 
+// One group of every parameter, named (what an optimiser built from named_parameters() holds).
+inline std::vector<ParamGroup> one_group(const NamedTensors& named_params) {
+    CNX_CHECK(!named_params.empty(), "optimizer: got an empty parameter list");
+    ParamGroup g;
+    for (const auto& kv : named_params) {
+        g.names.push_back(kv.first);
+        g.params.push_back(kv.second);
+    }
+    return {std::move(g)};
+}
+
 // What every optimiser with its own options type shares: the defaults, one Options per group
 // (kept aligned as groups join), the lr / weight_decay fill-in, and the two constructors'
-// argument checks. `check` validates an Options (the subclass's range checks).
+// argument checks. `check` throws for an out-of-range Options (the subclass's range checks); it
+// runs on the defaults, before every update and on a loaded state.
 template <class Options>
 class OptimizerWithOptions : public Optimizer {
 public:
@@ -134,20 +146,14 @@ public:
     }
 
 protected:
-    explicit OptimizerWithOptions(Options defaults) : defaults_(std::move(defaults)) {}
+    OptimizerWithOptions(Options defaults, void (*check)(const Options&))
+        : defaults_(std::move(defaults)), check_(check) {
+        check_(defaults_);
+    }
     // Called from the subclass's constructor body, where type() and the hooks are its own.
     void add_initial_groups(std::vector<ParamGroup> groups) {
         CNX_CHECK(!groups.empty(), type(), ": got an empty list of param groups");
         for (auto& g : groups) add_param_group(std::move(g));
-    }
-    void add_initial_params(const NamedTensors& named_params) {
-        CNX_CHECK(!named_params.empty(), type(), ": got an empty parameter list");
-        ParamGroup g;
-        for (const auto& kv : named_params) {
-            g.names.push_back(kv.first);
-            g.params.push_back(kv.second);
-        }
-        add_param_group(std::move(g));
     }
     void apply_defaults(ParamGroup& group) const override {
         if (!group.lr) group.lr = defaults_.lr();
@@ -157,8 +163,17 @@ protected:
         options_.resize(group_index + 1, defaults_);
         options_[group_index] = defaults_;
     }
+    void check_group_options(size_t group_index) const override { check_(options_[group_index]); }
+    void update(size_t group_index, Tensor& param, const Tensor& grad, ParamState& st) final {
+        check_(options_[group_index]);  // options(i) may have been changed since the last step
+        update_param(groups_[group_index], options_[group_index], param, grad, st);
+    }
+    // One parameter's update with its group's options; st.step is already incremented.
+    virtual void update_param(const ParamGroup& group, const Options& options, Tensor& param, const Tensor& grad,
+                        ParamState& st) = 0;
 
     Options defaults_;
+    void (*check_)(const Options&);
     std::vector<Options> options_;  // per group
 };
 

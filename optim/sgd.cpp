@@ -36,20 +36,12 @@ void check_options(const SGDOptions& o) {
 }
 }  // namespace
 
-SGD::SGD(std::vector<ParamGroup> groups, SGDOptions defaults) : OptimizerWithOptions(defaults) {
-    check_options(defaults_);
+SGD::SGD(std::vector<ParamGroup> groups, SGDOptions defaults) : OptimizerWithOptions(defaults, check_options) {
     add_initial_groups(std::move(groups));
 }
 
-SGD::SGD(const NamedTensors& named_params, SGDOptions defaults) : OptimizerWithOptions(defaults) {
-    check_options(defaults_);
-    add_initial_params(named_params);
-}
-
-void SGD::update(size_t group_index, Tensor& param, const Tensor& grad, ParamState& st) {
-    const ParamGroup& group = groups_[group_index];
-    const SGDOptions& o = options_[group_index];
-    check_options(o);
+void SGD::update_param(const ParamGroup& group, const SGDOptions& o, Tensor& param, const Tensor& grad,
+                         ParamState& st) {
     SGDStep s;
     s.weight_decay = *group.weight_decay;
     s.momentum = o.momentum();
@@ -82,7 +74,6 @@ std::vector<std::pair<std::string, double>> SGD::option_values(size_t group_inde
     return {{"momentum", o.momentum()}, {"dampening", o.dampening()}, {"nesterov", o.nesterov() ? 1.0 : 0.0}};
 }
 
-void SGD::check_group_options(size_t group_index) const { check_options(options_[group_index]); }
 
 void SGD::set_option_value(size_t group_index, const std::string& key, double value) {
     SGDOptions& o = options_[group_index];

@@ -20,15 +20,16 @@ struct SGDOptions {
 class SGD : public OptimizerWithOptions<SGDOptions> {
 public:
     SGD(std::vector<ParamGroup> groups, SGDOptions defaults);
-    SGD(const NamedTensors& named_params, SGDOptions defaults);
+    SGD(const NamedTensors& named_params, SGDOptions defaults)
+        : SGD(one_group(named_params), std::move(defaults)) {}
     const char* type() const override { return "SGD"; }
 
 protected:
-    void update(size_t group_index, Tensor& param, const Tensor& grad, ParamState& st) override;
+    void update_param(const ParamGroup& group, const SGDOptions& o, Tensor& param, const Tensor& grad,
+                      ParamState& st) override;
     std::vector<std::string> buffer_names(size_t group_index) const override;
     std::vector<std::pair<std::string, double>> option_values(size_t group_index) const override;
     void set_option_value(size_t group_index, const std::string& key, double value) override;
-    void check_group_options(size_t group_index) const override;
 };
 
 }  // namespace cnx::optim
