@@ -212,6 +212,12 @@ Tensor randn(const Shape& shape, DType dtype, Generator* gen) {
     });
     return t;
 }
+std::vector<Tensor> tensors_of(const NamedTensors& named) {
+    std::vector<Tensor> out;
+    out.reserve(named.size());
+    for (const auto& kv : named) out.push_back(kv.second);
+    return out;
+}
 Tensor from_buffer(const float* data, const Shape& shape) {
     Tensor t = Tensor::empty(shape, DType::F32);
     if (t.is_meta()) return t;

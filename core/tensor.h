@@ -96,6 +96,8 @@ private:
 
 // Named tensors in a fixed order: state dicts, checkpoints, optimiser state.
 using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
+// The tensors of a list, in order (sharing storage).
+std::vector<Tensor> tensors_of(const NamedTensors& named);
 
 // Creation.
 Tensor zeros(const Shape& shape, DType dtype = DType::F32);

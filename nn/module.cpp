@@ -230,11 +230,7 @@ NamedTensors Module::named_parameters(bool recurse) const {
     return out;
 }
 
-std::vector<Tensor> Module::parameters(bool recurse) const {
-    std::vector<Tensor> out;
-    for (auto& [n, t] : named_parameters(recurse)) out.push_back(t);
-    return out;
-}
+std::vector<Tensor> Module::parameters(bool recurse) const { return tensors_of(named_parameters(recurse)); }
 
 NamedTensors Module::named_buffers(bool recurse) const {
     NamedTensors out;
@@ -242,11 +238,7 @@ NamedTensors Module::named_buffers(bool recurse) const {
     return out;
 }
 
-std::vector<Tensor> Module::buffers(bool recurse) const {
-    std::vector<Tensor> out;
-    for (auto& [n, t] : named_buffers(recurse)) out.push_back(t);
-    return out;
-}
+std::vector<Tensor> Module::buffers(bool recurse) const { return tensors_of(named_buffers(recurse)); }
 
 std::vector<std::shared_ptr<Module>> Module::children() const {
     std::vector<std::shared_ptr<Module>> out;

@@ -563,8 +563,7 @@ TEST_CASE("clip_grad_norm", "[optim][clip]") {
         const json& want = item.value();
         auto params = make_params(DType::F32);
         set_grads(params, 0, DType::F32);
-        std::vector<Tensor> ps;
-        for (auto& kv : params) ps.push_back(kv.second);
+        std::vector<Tensor> ps = tensors_of(params);
         const double norm_type = want["norm_type"].is_string() ? INFINITY : want["norm_type"].get<double>();
         const double total = optim::clip_grad_norm(ps, 1.0, norm_type);
         INFO(item.key());
@@ -682,8 +681,7 @@ TEST_CASE("large tensors (OpenMP path) update like small ones", "[optim]") {
     // The threaded norm reduction against a serial double sum.
     double sq = 0;
     for (double g : grads.to_vector()) sq += g * g;
-    std::vector<Tensor> part_params;
-    for (auto& kv : parts) part_params.push_back(kv.second);
+    std::vector<Tensor> part_params = tensors_of(parts);
     CHECK(optim::clip_grad_norm({big}, 1e9) == Approx(std::sqrt(sq)).epsilon(1e-12));
     CHECK(optim::clip_grad_norm(part_params, 1e9) == Approx(std::sqrt(sq)).epsilon(1e-12));
 }
