@@ -194,23 +194,24 @@ Tensor arange(double start, double end, double step, DType dtype) {
     });
     return t;
 }
-Tensor rand(const Shape& shape, DType dtype, Generator* gen) {
+namespace {
+// A tensor filled in order with draws from the generator (the order makes seeded runs repeat).
+template <class Draw>
+Tensor drawn(const Shape& shape, DType dtype, Generator* gen, const char* op, Draw draw) {
     Generator& g = gen ? *gen : default_generator();
     Tensor t = Tensor::empty(shape, dtype);
-    CNX_DISPATCH(dtype, "rand", {
+    CNX_DISPATCH(dtype, op, {
         scalar_t* p = t.data<scalar_t>();
-        for (int64_t i = 0; i < t.numel(); ++i) p[i] = (scalar_t)g.uniform();
+        for (int64_t i = 0; i < t.numel(); ++i) p[i] = (scalar_t)draw(g);
     });
     return t;
 }
+}  // namespace
+Tensor rand(const Shape& shape, DType dtype, Generator* gen) {
+    return drawn(shape, dtype, gen, "rand", [](Generator& g) { return g.uniform(); });
+}
 Tensor randn(const Shape& shape, DType dtype, Generator* gen) {
-    Generator& g = gen ? *gen : default_generator();
-    Tensor t = Tensor::empty(shape, dtype);
-    CNX_DISPATCH(dtype, "randn", {
-        scalar_t* p = t.data<scalar_t>();
-        for (int64_t i = 0; i < t.numel(); ++i) p[i] = (scalar_t)g.normal();
-    });
-    return t;
+    return drawn(shape, dtype, gen, "randn", [](Generator& g) { return g.normal(); });
 }
 std::vector<Tensor> tensors_of(const NamedTensors& named) {
     std::vector<Tensor> out;
