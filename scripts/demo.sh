@@ -2,7 +2,7 @@
 # The main job, from a fresh clone: install the Debian packages (Fashion-MNIST included), build,
 # train a ConvNeXt-atto on Fashion-MNIST (28x28 padded to 32x32, 1 channel) with progress shown,
 # evaluate it on the 10,000 test images, show predictions with their true labels, and draw the
-# pictures of docs/_new_vis.md: the confusion matrix, a grid of predictions, Grad-CAM overlays.
+# pictures of docs/visualisation.md: the confusion matrix, a grid of predictions, Grad-CAM overlays.
 # Settings can be changed through the environment, e.g. EPOCHS=2 scripts/demo.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."

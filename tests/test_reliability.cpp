@@ -1,5 +1,5 @@
 // Regression tests for what the sanitizer pass, the fuzzers and the long-run memory check found
-// (README.md, "Reliability"). Each case fails on the code as it was before its fix.
+// (docs/reliability.md). Each case fails on the code as it was before its fix.
 #include <catch2/catch.hpp>
 
 #include <atomic>
