@@ -25,6 +25,7 @@
 // module may carry a layer id for layer-wise learning-rate decay (set_layer_id). io/key_names
 // derives name maps from the aliases, optim/param_groups reads the flags and ids.
 #include <functional>
+#include <initializer_list>
 #include <map>
 #include <memory>
 #include <string>
@@ -183,6 +184,11 @@ public:
     // reports the rest.
     LoadReport load_state_dict(const NamedTensors& state, bool strict = true);
     LoadReport load_state_dict(const std::map<std::string, Tensor>& state, bool strict = true);
+    // A braced list, load_state_dict({{"weight", w}}, false), as in the NamedTensors form (a
+    // braced list would otherwise fit both forms above and not compile).
+    LoadReport load_state_dict(std::initializer_list<std::pair<std::string, Tensor>> state, bool strict = true) {
+        return load_state_dict(NamedTensors(state), strict);
+    }
 
     // Converts every parameter and buffer in place (e.g. to float64 for gradcheck); grads are dropped.
     Module& to(DType dtype);

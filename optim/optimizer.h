@@ -103,7 +103,7 @@ protected:
     // Fills the group's unset lr / weight_decay from the optimiser defaults.
     virtual void apply_defaults(ParamGroup& group) const = 0;
     // Called after a group is added (subclasses keep their per-group options aligned).
-    virtual void on_group_added(size_t group_index) {}
+    virtual void on_group_added(size_t /*group_index*/) {}
     // Updates one parameter in place; st.step is already incremented.
     virtual void update(size_t group_index, Tensor& param, const Tensor& grad, ParamState& st) = 0;
     // Buffers a parameter of this group keeps once initialised (for load_state_dict).
@@ -113,7 +113,7 @@ protected:
     virtual void set_option_value(size_t group_index, const std::string& key, double value) = 0;
     // Throws when the group's options are out of range; load_state_dict calls it before it
     // commits, so a corrupt checkpoint fails at load, not at the first step.
-    virtual void check_group_options(size_t group_index) const {}
+    virtual void check_group_options(size_t /*group_index*/) const {}
 
     std::vector<ParamGroup> groups_;
     std::vector<std::vector<ParamState>> state_;  // [group][param]

@@ -184,6 +184,15 @@ TEST_CASE("load_state_dict copies values, converts dtype and reports problems by
         nn::NamedTensors dup = {{"scale", ones({2})}, {"scale", ones({2})}};
         CHECK_THROWS_WITH(b.load_state_dict(dup, false), Catch::Contains("appears twice"));
     }
+    SECTION("a braced list of entries") {
+        auto report = b.load_state_dict({{"scale", full({2}, 3.0)}, {"norm.bias", full({2}, -1.0)}}, false);
+        CHECK(report.unexpected.empty());
+        CHECK(report.mismatched.empty());
+        CHECK(report.missing.size() == b.state_dict().size() - 2);
+        CHECK(b.scale.to_vector() == std::vector<double>{3.0, 3.0});
+        CHECK(b.find("norm.bias").to_vector() == std::vector<double>{-1.0, -1.0});
+        CHECK_THROWS_WITH(b.load_state_dict({{"scale", ones({2})}, {"scale", ones({2})}}), Catch::Contains("appears twice"));
+    }
 }
 
 TEST_CASE("Module::to converts every parameter and buffer in place", "[nn][module]") {
