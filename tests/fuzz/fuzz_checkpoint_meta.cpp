@@ -1,8 +1,8 @@
 // libFuzzer harness: a training checkpoint as --resume reads it. The safetensors reader (header
 // JSON and __metadata__), then every value the trainer restores from the metadata, parsed the
 // way the trainer parses it: optimiser, schedule and EMA state through their load_state_dict,
-// integers with std::stoll, reals with std::stod, the history with nlohmann::json::parse, the
-// generator states with Generator::set_state. The "model" is a few raw tensors with ConvNeXt-like
+// the run state through train::read_run_state (the parser --resume uses), the generator states
+// with Generator::set_state. The "model" is a few raw tensors with ConvNeXt-like
 // names. Only cnx::Error may escape; the restored state must then be usable (one optimiser step,
 // one schedule step, draws from the restored generators).
 //
@@ -12,7 +12,6 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
-#include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -22,9 +21,9 @@
 #include "core/tensor.h"
 #include "io/safetensors.h"
 #include "optim/optim.h"
+#include "train/run_state.h"
 
 namespace {
-using json = nlohmann::json;
 using namespace cnx;
 
 NamedTensors make_model() {
@@ -49,66 +48,6 @@ struct Resumed {
           ema(m, 0.999) {}
 };
 
-// What the trainer keeps from the metadata besides the optimiser, schedule and EMA.
-struct RunMeta {
-    std::string model;
-    int64_t epoch = 0, batch_in_epoch = 0, step_in_epoch = 0, global_step = 0, seen = 0, correct = 0;
-    double loss_sum = 0, epoch_seconds = 0, best_acc = -1;
-    std::vector<double> history_val_acc;
-    Generator rng, mix_rng;
-};
-
-// The trainer's own parsing of the checkpoint, the part not delegated to optim/.
-RunMeta parse_checkpoint_meta(const io::Metadata& md) {
-    auto meta = [&](const char* k) -> const std::string& {
-        auto it = md.find(k);
-        CNX_CHECK(it != md.end(), "checkpoint lacks '", k, "'");
-        return it->second;
-    };
-    auto integer = [&](const char* k) -> int64_t {
-        try {
-            return std::stoll(meta(k));
-        } catch (const std::logic_error&) {  // invalid_argument, out_of_range
-            fail("checkpoint: '", k, "' is not an integer");
-        }
-    };
-    auto real = [&](const char* k) -> double {
-        try {
-            return std::stod(meta(k));
-        } catch (const std::logic_error&) {
-            fail("checkpoint: '", k, "' is not a number");
-        }
-    };
-    RunMeta r;
-    r.model = meta("model");
-    r.epoch = integer("epoch");
-    r.batch_in_epoch = integer("batch_in_epoch");
-    r.step_in_epoch = integer("step_in_epoch");
-    r.global_step = integer("global_step");
-    r.seen = integer("seen");
-    r.correct = integer("correct");
-    r.loss_sum = real("loss_sum");
-    r.epoch_seconds = real("epoch_seconds");
-    r.best_acc = real("best_acc");
-    r.rng.set_state(meta("rng"));
-    r.mix_rng.set_state(meta("mix_rng"));
-    json hist;
-    try {
-        hist = json::parse(meta("history"));
-    } catch (const json::exception& e) {
-        fail("checkpoint: history is not valid JSON: ", e.what());
-    }
-    CNX_CHECK(hist.is_array(), "checkpoint: history is not a JSON array");
-    for (auto& e : hist) {
-        CNX_CHECK(e.is_object(), "checkpoint: history entry is not an object");
-        r.history_val_acc.push_back(e.contains("val_acc") && e["val_acc"].is_number() ? e["val_acc"].get<double>()
-                                                                                       : NAN);
-    }
-    CNX_CHECK(r.epoch >= 0 && r.batch_in_epoch >= 0 && r.global_step >= 0 && r.seen >= 0,
-              "checkpoint: negative position");
-    return r;
-}
-
 void resume(Resumed& s, const io::SafetensorsFile& ck) {
     for (auto& [name, p] : s.model) {  // the model weights, as load_state_dict(strict) checks them
         Tensor w = ck.get("model." + name);
@@ -130,9 +69,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     try {
         io::SafetensorsFile ck = io::load_safetensors_from_buffer(data, size, DType::F32, false, "fuzz-checkpoint");
         resume(s, ck);
-        RunMeta r = parse_checkpoint_meta(ck.metadata);
-        (void)r.rng.next_u64();
-        (void)r.mix_rng.normal();
+        train::RunState r = train::read_run_state(ck.metadata, "fuzz-checkpoint");
+        Generator rng, mix_rng;  // as the trainer restores them
+        rng.set_state(r.rng);
+        mix_rng.set_state(r.mix_rng);
+        (void)rng.next_u64();
+        (void)mix_rng.normal();
     } catch (const Error&) {
         return 0;
     }
@@ -159,7 +101,8 @@ int main(int argc, char** argv) {
     std::filesystem::create_directories(argv[1]);
     Resumed s(make_model());
     Generator g(1), mix(2);
-    json hist = json::array();
+    train::RunState st;
+    st.model = "convnext_atto";
     for (int step = 0; step <= 3; ++step) {
         if (step > 0) {
             for (auto& [name, p] : s.model) p.set_grad(randn(p.shape(), DType::F32, &g));
@@ -167,8 +110,9 @@ int main(int argc, char** argv) {
             s.sched.step();
             s.ema.update(s.model);
             (void)mix.uniform();
-            hist.push_back({{"epoch", step - 1}, {"train_loss", 1.0 / step}, {"train_acc", 0.5}, {"val_loss", nullptr},
-                            {"val_acc", 0.25 * step}, {"lr", 1e-3}, {"seconds", 1.5}});
+            train::EpochRecord r;
+            r.train_loss = 1.0 / step, r.train_acc = 0.5, r.val_acc = 0.25 * step, r.lr = 1e-3, r.seconds = 1.5;
+            st.history.push_back(r);
         }
         NamedTensors tensors;
         for (auto& [n, t] : s.model) tensors.push_back({"model." + n, t});
@@ -179,19 +123,11 @@ int main(int argc, char** argv) {
         optim::OptimizerState es = s.ema.state_dict();
         tensors.insert(tensors.end(), es.tensors.begin(), es.tensors.end());
         meta.insert(es.scalars.begin(), es.scalars.end());
-        meta["model"] = "convnext_atto";
-        meta["epoch"] = std::to_string(step);
-        meta["batch_in_epoch"] = std::to_string(step % 2);
-        meta["step_in_epoch"] = std::to_string(step % 2);
-        meta["global_step"] = std::to_string(step);
-        meta["loss_sum"] = "0.69314718055994529";
-        meta["seen"] = std::to_string(8 * step);
-        meta["correct"] = std::to_string(3 * step);
-        meta["epoch_seconds"] = "12.5";
-        meta["best_acc"] = step ? "0.25" : "-1";
-        meta["rng"] = g.state();
-        meta["mix_rng"] = mix.state();
-        meta["history"] = hist.dump();
+        st.epoch = step, st.batch_in_epoch = st.step_in_epoch = step % 2, st.global_step = step;
+        st.loss_sum = 0.69314718055994529, st.seen = 8 * step, st.correct = 3 * step;
+        st.epoch_seconds = 12.5, st.best_acc = step ? 0.25 : -1;
+        st.rng = g.state(), st.mix_rng = mix.state();
+        train::write_run_state(st, meta);
         std::string bytes = io::save_safetensors_to_buffer(tensors, meta);
         std::ofstream((std::filesystem::path(argv[1]) / ("step" + std::to_string(step))).string(), std::ios::binary)
             << bytes;
