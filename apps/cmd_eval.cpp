@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "apps/command.h"
+#include "apps/precision_option.h"
 #include "apps/run_common.h"
 #include "data/image_folder.h"
 #include "train/train.h"
@@ -18,6 +19,7 @@ struct EvalOptions {
     train::DataConfig data;
     app::ModelSpec model;
     std::string weights, classes;
+    std::string precision = "fp32";
     int64_t num_classes = 0, batch_size = 32;
     int workers = 2;
     bool json_out = false, skip_bad_images = false;
@@ -39,7 +41,9 @@ std::function<int()> setup(CLI::App& root) {
     cmd->add_flag("--skip-bad-images", o->skip_bad_images, "Warn about undecodable images and leave them out");
     cmd->add_flag("--json", o->json_out, "Print one JSON object");
     cmd->add_option("--val-limit", o->data.val_limit, "Use only the first N images");
+    app::add_precision_option(cmd, o->precision);
     return [o]() -> int {
+        PrecisionGuard precision(parse_precision(o->precision));
         o->data.augment = false;
         o->data.eval_all = true;
         std::ostringstream quiet;

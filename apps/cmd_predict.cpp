@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "apps/command.h"
+#include "apps/precision_option.h"
 #include "core/autograd.h"
 #include "data/image.h"
 #include "data/image_folder.h"
@@ -33,6 +34,7 @@ struct PredictOptions {
     std::vector<std::string> images;
     int64_t num_classes = 0;  // 0: rows of head.weight
     int64_t resize = 256, crop = 224, topk = 5, batch = 8;
+    std::string precision = "fp32";
     bool json = false;
 };
 
@@ -95,6 +97,7 @@ std::string misfit(const cnx::models::ConvNeXtOptions& mo, const cnx::io::NamedT
 int run_predict(const PredictOptions& o) {
     using namespace cnx;
     CNX_CHECK(o.crop <= o.resize, "predict: --crop ", o.crop, " is larger than --resize ", o.resize);
+    PrecisionGuard precision(parse_precision(o.precision));
     std::vector<std::string> images = expand_images(o.images);
 
     io::NamedTensors weights = io::load_weights(o.weights);
@@ -198,6 +201,7 @@ std::function<int()> setup(CLI::App& root) {
     cmd->add_option("--batch-size", o->batch, "Images per forward pass")->check(CLI::PositiveNumber)
         ->capture_default_str();
     cmd->add_flag("--json", o->json, "One JSON object per image: {\"image\", \"top\": [{\"index\", \"label\", \"prob\"}]}");
+    cnx::app::add_precision_option(cmd, o->precision);
     return [o] { return run_predict(*o); };
 }
 

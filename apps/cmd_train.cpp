@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "apps/command.h"
+#include "apps/precision_option.h"
 #include "apps/run_common.h"
 #include "core/autograd.h"
 #include "core/rng.h"
@@ -29,6 +30,7 @@ struct TrainOptions {
     train::DataConfig data;
     app::ModelSpec model;
     std::string weights, out;
+    std::string precision = "fp32";
     int64_t num_classes = 0, epochs = 10, batch_size = 8, accum_steps = 1, warmup_epochs = 1;
     double lr = 5e-4, wd = 0.05, drop_path = 0, label_smoothing = 0, mixup = 0, cutmix = 0, clip_grad = 0;
     double ema_decay = 0.9999, layer_decay = 1.0;
@@ -171,6 +173,7 @@ std::function<int()> setup(CLI::App& root) {
     cmd->add_flag("--overwrite", o->overwrite, "Start afresh in an --out folder that already holds a run");
     cmd->add_option("--show-predictions", o->show_predictions, "Validation images to predict at the end")
         ->capture_default_str();
+    app::add_precision_option(cmd, o->precision);
     return [o]() -> int {
         TrainOptions& opt = *o;
         const int rank = dist::rank();
@@ -220,6 +223,7 @@ std::function<int()> setup(CLI::App& root) {
         to.resume = opt.resume, to.overwrite = opt.overwrite;
         to.stop_after_epochs = opt.stop_after_epochs, to.checkpoint_every = opt.checkpoint_every;
         to.model_name = opt.model.name;
+        to.precision = parse_precision(opt.precision);
         to.weights_metadata = {{"model", opt.model.name},          {"num_classes", std::to_string(num_classes)},
                                {"in_chans", std::to_string(ds.in_chans)}, {"image_size", std::to_string(ds.image_size)},
                                {"mean", json(ds.mean).dump()},       {"std", json(ds.std).dump()},
