@@ -40,6 +40,9 @@ int run_convert(const ConvertOptions& o) {
     else if (w.format == "pth") from += ", bare state_dict";
     std::printf("read %zu tensors from %s (%s; %s names)\n", w.tensors.size(), o.in.c_str(), from.c_str(),
                 name_style_name(w.source_names));
+    if (w.fcmae)
+        std::printf("an FCMAE pre-training checkpoint: wrote its encoder (dense names and shapes) and dropped %zu "
+                    "decoder tensors; fine-tune it with `convnext train --weights`\n", w.dropped.size());
     std::printf("wrote %zu tensors (%lld %s values, %s names) to %s\n", tensors.size(), (long long)values,
                 bf16 ? "bfloat16" : "float32", o.names.c_str(), o.out.c_str());
     return 0;

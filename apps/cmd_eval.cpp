@@ -1,4 +1,5 @@
 // convnext eval: top-1/top-5, per-class accuracy and the confusion matrix of a trained model.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <iostream>
@@ -6,6 +7,8 @@
 #include <nlohmann/json.hpp>
 
 #include "apps/command.h"
+#include "apps/inference.h"
+#include "apps/pictures.h"
 #include "apps/precision_option.h"
 #include "apps/run_common.h"
 #include "data/image_folder.h"
@@ -23,6 +26,7 @@ struct EvalOptions {
     int64_t num_classes = 0, batch_size = 32;
     int workers = 2;
     bool json_out = false, skip_bad_images = false;
+    std::string plot;  // --plot FILE.png
 };
 
 std::function<int()> setup(CLI::App& root) {
@@ -41,9 +45,15 @@ std::function<int()> setup(CLI::App& root) {
     cmd->add_flag("--skip-bad-images", o->skip_bad_images, "Warn about undecodable images and leave them out");
     cmd->add_flag("--json", o->json_out, "Print one JSON object");
     cmd->add_option("--val-limit", o->data.val_limit, "Use only the first N images");
+    cmd->add_option("--plot", o->plot, "Also draw the confusion matrix and per-class accuracy (PNG)");
     app::add_precision_option(cmd, o->precision);
-    return [o]() -> int {
+    return [o, cmd]() -> int {
         PrecisionGuard precision(parse_precision(o->precision));
+        // A weights file written by convnext train supplies what the flags leave out.
+        const io::ModelMetadata md = io::read_model_metadata(o->weights);
+        app::apply_eval_metadata(md, {cmd->count("--model") > 0, cmd->count("--image-size") > 0, cmd->count("--crop-pct") > 0},
+                                 o->model, o->data);
+        if (!o->plot.empty()) app::note_font_fallback();  // a bad CONVNEXT_FONT fails before evaluating
         o->data.augment = false;
         o->data.eval_all = true;
         std::ostringstream quiet;
@@ -54,6 +64,8 @@ std::function<int()> setup(CLI::App& root) {
             if (o->data.dataset.empty())
                 CNX_CHECK(names == ds.classes, "--classes '", o->classes, "' names ", names.size(),
                           " classes that differ from the folders under ", o->data.data_dir);
+        } else if (md.classes.size() > names.size() && std::equal(names.begin(), names.end(), md.classes.begin())) {
+            names = md.classes;  // a head wider than the data's classes, named in the file
         }
         app::WeightsShape ws = app::peek_weights_shape(o->weights);
         models::ConvNeXtOptions mo;
@@ -80,6 +92,11 @@ std::function<int()> setup(CLI::App& root) {
         }
         auto r = train::evaluate(*model, ds.val, eo);
         auto label = [&](size_t c) { return c < names.size() ? names[c] : std::to_string(c); };
+        if (!o->plot.empty()) {
+            std::vector<std::string> labels;
+            for (size_t c = 0; c < r.confusion.size(); ++c) labels.push_back(label(c));
+            app::write_confusion_plot(o->plot, r, labels);
+        }
         if (o->json_out) {
             json per = json::object();
             for (size_t c = 0; c < r.per_class_acc.size(); ++c)

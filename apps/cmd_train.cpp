@@ -19,6 +19,7 @@
 #include "core/rng.h"
 #include "core/threads.h"
 #include "dist/dist.h"
+#include "io/model_metadata.h"
 #include "train/train.h"
 
 namespace {
@@ -224,10 +225,14 @@ std::function<int()> setup(CLI::App& root) {
         to.stop_after_epochs = opt.stop_after_epochs, to.checkpoint_every = opt.checkpoint_every;
         to.model_name = opt.model.name;
         to.precision = parse_precision(opt.precision);
-        to.weights_metadata = {{"model", opt.model.name},          {"num_classes", std::to_string(num_classes)},
-                               {"in_chans", std::to_string(ds.in_chans)}, {"image_size", std::to_string(ds.image_size)},
-                               {"mean", json(ds.mean).dump()},       {"std", json(ds.std).dump()},
-                               {"classes", json(ds.classes).dump()}};
+        io::ModelMetadata meta;  // what predict, eval and gradcam read back (io/model_metadata.h)
+        meta.model = opt.model.name;
+        meta.depths = model->options().depths, meta.dims = model->options().dims;
+        meta.num_classes = num_classes, meta.in_chans = ds.in_chans;
+        meta.image_size = ds.image_size, meta.resize = ds.eval_resize, meta.crop_pct = ds.crop_pct;
+        meta.mean = ds.mean, meta.std = ds.std;
+        meta.classes = ds.classes;
+        to.weights_metadata = io::to_metadata(meta);
         to.log = &log;
         // The EMA weights are evaluated in a model built as the trained one was.
         to.make_eval_model = [&] { return app::make_model(opt.model, mo); };

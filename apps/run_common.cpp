@@ -18,17 +18,22 @@ void ModelSpec::add_options(CLI::App* cmd) {
         ->delimiter(',')->expected(4);
 }
 
-std::shared_ptr<models::ConvNeXt> make_model(const ModelSpec& spec, models::ConvNeXtOptions options) {
-    if (spec.depths.empty() && spec.dims.empty()) return models::create_model(spec.name, options);
+models::ConvNeXtOptions spec_options(const ModelSpec& spec, models::ConvNeXtOptions options) {
+    options = models::model_options(spec.name, options);  // the family's block; throws for unknown names
+    if (spec.depths.empty() && spec.dims.empty()) return options;
     CNX_CHECK(spec.depths.size() == 4 && spec.dims.size() == 4, "--depths and --dims need four values each (got ",
               spec.depths.size(), " and ", spec.dims.size(), ")");
     for (size_t i = 0; i < 4; ++i)
         CNX_CHECK(spec.depths[i] >= 0 && spec.dims[i] > 0, "--depths/--dims: stage ", i, " has depth ",
                   spec.depths[i], " and dim ", spec.dims[i]);
-    options = models::model_options(spec.name, options);  // the family's block
     options.depths = spec.depths;
     options.dims = spec.dims;
-    return std::make_shared<models::ConvNeXt>(options);
+    return options;
+}
+
+std::shared_ptr<models::ConvNeXt> make_model(const ModelSpec& spec, models::ConvNeXtOptions options) {
+    if (spec.depths.empty() && spec.dims.empty()) return models::create_model(spec.name, options);
+    return std::make_shared<models::ConvNeXt>(spec_options(spec, options));
 }
 
 WeightsShape peek_weights_shape(const std::string& path) {

@@ -22,6 +22,8 @@ struct ModelSpec {
     void add_options(CLI::App* cmd);
 };
 std::shared_ptr<models::ConvNeXt> make_model(const ModelSpec& spec, models::ConvNeXtOptions options);
+// The options make_model builds from (the variant's, or the custom depths and dims checked).
+models::ConvNeXtOptions spec_options(const ModelSpec& spec, models::ConvNeXtOptions options);
 
 // Number of classes and input channels recorded in a weights file (head.weight rows, stem
 // input channels); -1 when absent.

@@ -73,8 +73,6 @@ void record(const char* name, Tensor& out, const std::vector<Tensor>& inputs, Ba
     auto node = std::make_shared<Node>();
     node->name = name;
     node->backward = std::move(fn);
-    node->out_shape = out.shape();
-    node->out_dtype = out.dtype();
     for (auto& t : inputs) {
         Edge e;
         if (t.defined() && t.requires_grad()) {
@@ -152,7 +150,6 @@ void backward(const Tensor& root, const Tensor& grad, bool retain_graph) {
     }
     // Topological order by iterative DFS (deep networks would overflow a recursive one).
     std::vector<Node*> order;
-    std::unordered_map<Node*, int> dependents;
     {
         std::unordered_set<Node*> seen;
         std::vector<std::pair<Node*, size_t>> stack;
@@ -163,10 +160,7 @@ void backward(const Tensor& root, const Tensor& grad, bool retain_graph) {
             auto& [n, i] = stack.back();
             if (i < n->inputs.size()) {
                 Node* child = n->inputs[i++].node.get();
-                if (child) {
-                    dependents[child]++;
-                    if (seen.insert(child).second) stack.push_back({child, 0});
-                }
+                if (child && seen.insert(child).second) stack.push_back({child, 0});
             } else {
                 order.push_back(n);
                 stack.pop_back();
@@ -198,6 +192,10 @@ void backward(const Tensor& root, const Tensor& grad, bool retain_graph) {
         }
         Tensor g(git->second);
         grads.erase(git);
+        // The gradient of this node's output is complete here (every user has run): retained
+        // outputs accumulate a copy (g itself flows on into the inputs' gradients).
+        for (const auto& weak : n->retained)
+            if (std::shared_ptr<TensorImpl> out = weak.lock()) accumulate_leaf(out->grad, Tensor(g).clone());
         CNX_CHECK(n->backward, "backward: the graph through '", n->name,
                   "' was already freed; pass retain_graph=true to backward twice");
         auto t0 = std::chrono::steady_clock::now();
@@ -231,8 +229,6 @@ void backward(const Tensor& root, const Tensor& grad, bool retain_graph) {
         // (not "does not require grad").
         auto freed = std::make_shared<Node>();
         freed->name = root.grad_fn()->name;
-        freed->out_shape = root.shape();
-        freed->out_dtype = root.dtype();
         const_cast<Tensor&>(root).set_grad_fn(freed);
     }
 }

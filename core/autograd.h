@@ -32,8 +32,9 @@ struct Node {
     std::vector<Edge> inputs;
     std::vector<Shape> input_shapes;
     BackwardFn backward;
-    Shape out_shape;
-    DType out_dtype = DType::F32;
+    // Op outputs whose .grad backward() fills in (Tensor::retain_grad). Weak: a node never keeps
+    // its output alive (the output owns the node).
+    std::vector<std::weak_ptr<TensorImpl>> retained;
     void release() { backward = nullptr; }
 };
 

@@ -2,9 +2,12 @@
 // core seen: 4-5 cycles x 2 pipes needs >= 10 in flight; 24 are used), timed in thread CPU time,
 // best of several runs; a triad over buffers of max(2 x L3, 64 MB) each.
 // GCC 12 flags the deliberately undefined vectors inside its own AVX-512 intrinsics when they are
-// compiled through a target pragma rather than -mavx512f.
+// compiled through a target pragma rather than -mavx512f. Clang ignores the GCC target pragma, so
+// each region also carries a clang attribute pragma (which reaches the lambdas too).
 #pragma GCC diagnostic ignored "-Wuninitialized"
+#ifndef __clang__
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 
 #include "core/cpu_peak.h"
 
@@ -58,6 +61,9 @@ __attribute__((noinline)) float fma_generic(int64_t iters) {
 #if CNX_PEAK_X86
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
+#ifdef __clang__
+#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
+#endif
 __attribute__((noinline)) float fma_avx2(int64_t iters) {
     __m256 acc[kAcc];
     const __m256 a = _mm256_set1_ps(0.999f), b = _mm256_set1_ps(1e-4f);
@@ -71,10 +77,16 @@ __attribute__((noinline)) float fma_avx2(int64_t iters) {
     _mm256_storeu_ps(out, s);
     return out[0] + out[7];
 }
+#ifdef __clang__
+#pragma clang attribute pop
+#endif
 #pragma GCC pop_options
 
 #pragma GCC push_options
 #pragma GCC target("avx512f")
+#ifdef __clang__
+#pragma clang attribute push(__attribute__((target("avx512f"))), apply_to = function)
+#endif
 // kAcc independent chains acc = step(acc), then their sum (so none is optimised away).
 template <class Step>
 __attribute__((always_inline)) inline float chains_avx512(int64_t iters, Step step) {
@@ -99,15 +111,24 @@ __attribute__((noinline)) void triad_avx512(float* a, const float* b, const floa
     for (int64_t i = 0; i < n; i += 16)
         _mm512_store_ps(a + i, _mm512_fmadd_ps(_mm512_load_ps(c + i), s, _mm512_load_ps(b + i)));
 }
+#ifdef __clang__
+#pragma clang attribute pop
+#endif
 #pragma GCC pop_options
 
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bf16")
+#ifdef __clang__
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bf16"))), apply_to = function)
+#endif
 __attribute__((noinline)) float dpbf16_avx512(int64_t iters) {
     // 1.0 and 2^-10 in bf16, pairwise: every lane adds 2 x 2^-10 per instruction, far from overflow.
     const __m512bh a = (__m512bh)_mm512_set1_epi16(0x3f80), b = (__m512bh)_mm512_set1_epi16(0x3a80);
     return chains_avx512(iters, [&](__m512 x) { return _mm512_dpbf16_ps(x, a, b); });
 }
+#ifdef __clang__
+#pragma clang attribute pop
+#endif
 #pragma GCC pop_options
 #endif
 

@@ -55,6 +55,18 @@ void Tensor::set_grad(const Tensor& g) {
     impl_->grad = g.impl_ptr();
 }
 void Tensor::zero_grad() { if (impl_) impl_->grad.reset(); }
+void Tensor::retain_grad() const {
+    check_defined("retain_grad");
+    CNX_CHECK(requires_grad(), "retain_grad: tensor ", str(), " does not require grad (no gradient can reach it)");
+    if (is_leaf() || retains_grad()) return;
+    impl_->grad_fn->retained.push_back(impl_);
+}
+bool Tensor::retains_grad() const {
+    if (!impl_ || !impl_->grad_fn) return false;
+    for (const auto& w : impl_->grad_fn->retained)
+        if (w.lock() == impl_) return true;
+    return false;
+}
 const std::shared_ptr<Node>& Tensor::grad_fn() const {
     static const std::shared_ptr<Node> none;
     return impl_ ? impl_->grad_fn : none;

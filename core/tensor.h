@@ -58,7 +58,13 @@ public:
     bool requires_grad() const;
     Tensor& requires_grad_(bool on = true);  // only on leaves
     bool is_leaf() const;
-    Tensor grad() const;  // undefined until a backward reaches this leaf
+    Tensor grad() const;  // undefined until a backward reaches this leaf (or retained op output)
+    // Like PyTorch's retain_grad(): an op output (a non-leaf) gets its .grad filled in by the
+    // backward passes that reach it, accumulated like a leaf's. How a caller reads the gradient
+    // of an intermediate activation (Grad-CAM). A no-op on a leaf; an error on a tensor that does
+    // not require grad.
+    void retain_grad() const;
+    bool retains_grad() const;
     void set_grad(const Tensor& g);
     void zero_grad();     // drops .grad (like set_to_none=True)
     const std::shared_ptr<Node>& grad_fn() const;

@@ -167,9 +167,13 @@ private:
                   "pth: storage '", st.s, "' (", st.i, " x ", pickle::elem_name(st.elem), ") needs ",
                   (uint64_t)st.i * pickle::elem_size(st.elem), " bytes but entry '", entry, "' holds ", e->size);
         spend((uint64_t)st.i, "storage '" + st.s + "'");
-        ZipData bytes = zip_.read(*e);
         Tensor t = Tensor::empty({st.i});
-        to_float(st.elem, bytes.data, t.data<float>(), (size_t)st.i);
+        if (st.elem == ElemType::F32) {
+            zip_.read_into(*e, t.data<float>());  // no intermediate copy for the common case
+        } else {
+            std::vector<uint8_t> bytes = zip_.read(*e);
+            to_float(st.elem, bytes.data(), t.data<float>(), (size_t)st.i);
+        }
         cache_.emplace(st.s, Cached{st.elem, st.i, t});
         return t;
     }
@@ -218,18 +222,18 @@ PthContents read_pth_buffer(const uint8_t* data, size_t size, const PthOptions& 
     const std::string dir = out.prefix.empty() ? "" : out.prefix + "/";
 
     if (const ZipEntry* bo = zip.find(dir + "byteorder")) {
-        ZipData b = zip.read(*bo);
-        std::string order(reinterpret_cast<const char*>(b.data), b.size);
+        std::vector<uint8_t> b = zip.read(*bo);
+        std::string order(b.begin(), b.end());
         CNX_CHECK(order == "little", "pth: '", what, "' stores tensors in '", order.substr(0, 16),
                   "' byte order; only little-endian files are supported");
     }
 
-    ZipData pkl = zip.read(pkls[0]);
+    std::vector<uint8_t> pkl = zip.read(pkls[0]);
     // Entries we do not read (an argparse.Namespace of training options, numpy scalars) may
     // name any global: they become inert names. Only the state_dict we read must be tensors.
     pickle::Limits limits = opt.limits;
     limits.keep_unknown_globals = true;
-    pickle::Unpickler up(pkl.data, pkl.size, what + ":" + pkls[0], limits);
+    pickle::Unpickler up(pkl.data(), pkl.size(), what + ":" + pkls[0], limits);
     uint32_t root = up.load();
     auto refuse_unknown = [&](const Object& o, const std::string& where) {
         if (o.kind == Kind::Opaque || (o.kind == Kind::Global && o.global == pickle::GlobalId::Unknown))

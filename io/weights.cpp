@@ -3,12 +3,13 @@
 #include <cstdio>
 
 #include "core/error.h"
+#include "io/fcmae.h"
 #include "io/pth.h"
 #include "io/safetensors.h"
 
 namespace cnx::io {
 
-LoadedWeights read_weights(const std::string& path, const WeightsOptions& options) {
+bool is_pth_file(const std::string& path) {
     unsigned char head[4] = {0, 0, 0, 0};
     FILE* f = std::fopen(path.c_str(), "rb");
     CNX_CHECK(f, "weights: cannot open '", path, "'");
@@ -21,8 +22,12 @@ LoadedWeights read_weights(const std::string& path, const WeightsOptions& option
     size_t dot = path.find_last_of("./");
     std::string ext = dot != std::string::npos && path[dot] == '.' ? path.substr(dot) : "";
     bool pth_ext = ext == ".pth" || ext == ".pt" || ext == ".ckpt";
+    return is_pth(head, got) || pickle || pth_ext;
+}
+
+LoadedWeights read_weights(const std::string& path, const WeightsOptions& options) {
     LoadedWeights out;
-    if (is_pth(head, got) || pickle || pth_ext) {
+    if (is_pth_file(path)) {
         PthOptions po;
         po.key = options.key;
         PthContents c = read_pth(path, po);
@@ -36,10 +41,18 @@ LoadedWeights read_weights(const std::string& path, const WeightsOptions& option
         out.tensors = load_safetensors(path, DType::F32, /*keep_f64=*/true).tensors;
     }
     out.tensors = strip_module_prefix(out.tensors);
-    std::shared_ptr<const NameMap> names =
-        options.model ? std::make_shared<const NameMap>(*options.model) : NameMap::registered();
     std::vector<std::string> keys;
     for (auto& [n, t] : out.tensors) keys.push_back(n);
+    if (options.official_names && is_fcmae_checkpoint(keys)) {
+        FcmaeRemap r = remap_fcmae(out.tensors);
+        out.tensors = std::move(r.tensors);
+        out.dropped = std::move(r.dropped);
+        out.fcmae = true;
+        keys.clear();
+        for (auto& [n, t] : out.tensors) keys.push_back(n);
+    }
+    std::shared_ptr<const NameMap> names =
+        options.model ? std::make_shared<const NameMap>(*options.model) : NameMap::registered();
     out.source_names = names->detect(keys);
     if (options.official_names) out.tensors = names->rename(out.tensors, NameStyle::Official);
     return out;

@@ -2,6 +2,7 @@
 
 #include "core/rng.h"
 #include "ops/fused.h"
+#include "ops/fused_grn.h"
 #include "ops/ops.h"
 
 namespace cnx {
@@ -63,6 +64,19 @@ std::vector<GradcheckCase> gradcheck_cases(uint64_t seed) {
     b.add("convnext_mlp", "u[3,7] H5 no biases, gamma or residual",
           [](V x) { return convnext_mlp(x[0], x[1], Tensor(), x[2], Tensor(), Tensor(), Tensor()); },
           {b.r({3, 7}), b.r({5, 7}), b.r({7, 5})});
+
+    b.add("convnextv2_mlp", "u[2,3,5,6] K10 biases, GRN [1,1,1,10], residual",
+          [](V x) { return convnextv2_mlp(x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7]); },
+          {b.r({2, 3, 5, 6}), b.r({10, 6}), b.r({10}), b.r({1, 1, 1, 10}), b.r({1, 1, 1, 10}), b.r({6, 10}),
+           b.r({6}), b.r({2, 3, 5, 6})});
+    b.add("convnextv2_mlp", "u[3,1,4,5] K7 no biases or residual, GRN [7]",
+          [](V x) { return convnextv2_mlp(x[0], x[1], Tensor(), x[2], x[3], x[4], Tensor(), Tensor()); },
+          {b.r({3, 1, 4, 5}), b.r({7, 5}), b.r({7}), b.r({7}), b.r({5, 7})});
+
+    b.add("grn", "x[2,5,7,6] gamma, beta [1,1,1,6]", [](V x) { return grn(x[0], x[1], x[2]); },
+          {b.r({2, 5, 7, 6}), b.r({1, 1, 1, 6}), b.r({1, 1, 1, 6})});
+    b.add("grn", "x[3,3,1,9] gamma, beta [9]", [](V x) { return grn(x[0], x[1], x[2]); },
+          {b.r({3, 3, 1, 9}), b.r({9}), b.r({9})});
 
     b.add("layer_norm", "x[2,3,5,7] affine", [](V x) { return layer_norm(x[0], x[1], x[2], 1e-6); },
           {b.r({2, 3, 5, 7}), b.r({7}), b.r({7})});

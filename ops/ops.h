@@ -9,6 +9,8 @@
 #include "ops/drop_path.h"
 #include "ops/elementwise.h"
 #include "ops/fused.h"
+#include "ops/fused_grn.h"
+#include "ops/grn.h"
 #include "ops/layer_norm.h"
 #include "ops/linear.h"
 #include "ops/pointwise.h"

@@ -1,17 +1,39 @@
 #include "optim/clip.h"
 
+#include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "optim/optimizer.h"
 
 namespace cnx::optim {
 
 namespace {
-// Accumulates in double: a float sum over millions of squares loses digits.
+// Sums term(g[i]) in double (a float sum over millions of squares loses digits) over fixed
+// chunks whose partial sums are added in order: the result depends on the data alone, never on
+// the thread count, like every other reduction in the project.
+constexpr int64_t kNormChunk = 1 << 14;
+
+template <class T, class Term>
+double chunked_sum(const T* g, int64_t n, Term term) {
+    const int64_t chunks = (n + kNormChunk - 1) / kNormChunk;
+    std::vector<double> partial((size_t)chunks);
+#pragma omp parallel for schedule(static) if (n > detail::kParallelMin)
+    for (int64_t c = 0; c < chunks; ++c) {
+        const int64_t end = std::min(n, (c + 1) * kNormChunk);
+        double acc = 0;
+        for (int64_t i = c * kNormChunk; i < end; ++i) acc += term((double)g[i]);
+        partial[(size_t)c] = acc;
+    }
+    double acc = 0;
+    for (double v : partial) acc += v;
+    return acc;
+}
+
 template <class T>
 double norm_part(const T* g, int64_t n, double p) {
-    double acc = 0;
-    if (std::isinf(p)) {
+    if (std::isinf(p)) {  // a maximum is the same in any order
+        double acc = 0;
         bool nan = false;
         for (int64_t i = 0; i < n; ++i) {
             nan |= std::isnan((double)g[i]);
@@ -19,17 +41,9 @@ double norm_part(const T* g, int64_t n, double p) {
         }
         return nan ? NAN : acc;
     }
-    if (p == 2) {
-#pragma omp parallel for reduction(+ : acc) if (n > detail::kParallelMin)
-        for (int64_t i = 0; i < n; ++i) acc += (double)g[i] * (double)g[i];
-    } else if (p == 1) {
-#pragma omp parallel for reduction(+ : acc) if (n > detail::kParallelMin)
-        for (int64_t i = 0; i < n; ++i) acc += std::fabs((double)g[i]);
-    } else {
-#pragma omp parallel for reduction(+ : acc) if (n > detail::kParallelMin)
-        for (int64_t i = 0; i < n; ++i) acc += std::pow(std::fabs((double)g[i]), p);
-    }
-    return acc;
+    if (p == 2) return chunked_sum(g, n, [](double x) { return x * x; });
+    if (p == 1) return chunked_sum(g, n, [](double x) { return std::fabs(x); });
+    return chunked_sum(g, n, [p](double x) { return std::pow(std::fabs(x), p); });
 }
 
 template <class T>

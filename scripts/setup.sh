@@ -5,7 +5,7 @@
 set -euo pipefail
 PACKAGES=(build-essential cmake pkg-config git
   libopenblas-dev catch2 libstb-dev zlib1g-dev nlohmann-json3-dev libcli11-dev libzip-dev
-  libbenchmark-dev dataset-fashion-mnist libopenmpi-dev openmpi-bin
+  libbenchmark-dev dataset-fashion-mnist libopenmpi-dev openmpi-bin fonts-dejavu-core
   clang libclang-rt-14-dev libomp-dev)
 missing=()
 for p in "${PACKAGES[@]}"; do

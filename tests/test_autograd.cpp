@@ -244,3 +244,62 @@ TEST_CASE("a long chain does not overflow the stack", "[autograd]") {
     CHECK(grad_of(x) == std::vector<double>{1});
     CHECK(y.item() == Approx(3.0));
 }
+
+TEST_CASE("retain_grad: an op output gets its gradient, accumulated like a leaf's", "[autograd]") {
+    Tensor x = leaf({1, 2, 3}, {3});
+    Tensor y = mul(x, 2.0);  // y = 2x, a non-leaf
+    CHECK_FALSE(y.retains_grad());
+    y.retain_grad();
+    y.retain_grad();  // twice is once
+    CHECK(y.retains_grad());
+    Tensor unused = mul(x, 3.0);
+    unused.retain_grad();
+    Tensor z = sum(mul(y, y));  // dz/dy = 2y = 4x, dz/dx = 8x
+    z.retain_grad();
+    z.backward(Tensor(), /*retain_graph=*/true);
+    CHECK(grad_of(y) == std::vector<double>{4, 8, 12});
+    CHECK(grad_of(x) == std::vector<double>{8, 16, 24});
+    CHECK(grad_of(z) == std::vector<double>{1});  // the root: its seed
+    CHECK_FALSE(unused.grad().defined());         // no gradient reached it
+    // The retained gradient is a copy: what flowed on into x did not change it, nor it x's.
+    Tensor gy = y.grad();
+    gy.data<double>()[0] = 100;
+    CHECK(grad_of(x) == std::vector<double>{8, 16, 24});
+    gy.data<double>()[0] = 4;
+    z.backward();
+    CHECK(grad_of(y) == std::vector<double>{8, 16, 24});
+    CHECK(grad_of(x) == std::vector<double>{16, 32, 48});
+}
+
+TEST_CASE("retain_grad: through views and diamonds, on leaves, and errors", "[autograd]") {
+    Tensor x = leaf({1, 2, 3, 4}, {2, 2});
+    Tensor a = mul(x, 1.0);
+    a.retain_grad();
+    // a feeds two branches (a reshape view and a product) that meet again.
+    Tensor v = a.reshape({4});
+    v.retain_grad();
+    Tensor w = from_vector({1, 10, 100, 1000}, {4}, DType::F64);
+    Tensor out = add(sum(mul(v, w)), sum(mul(a, 2.0)));
+    out.backward();
+    CHECK(grad_of(v) == std::vector<double>{1, 10, 100, 1000});
+    CHECK(v.grad().shape() == Shape{4});
+    CHECK(grad_of(a) == std::vector<double>{3, 12, 102, 1002});
+    CHECK(a.grad().shape() == Shape{2, 2});
+
+    // On a leaf it changes nothing: leaves keep their gradient anyway.
+    Tensor l = leaf({5}, {1});
+    l.retain_grad();
+    CHECK_FALSE(l.retains_grad());
+    sum(mul(l, 3.0)).backward();
+    CHECK(grad_of(l) == std::vector<double>{3});
+
+    // A retained tensor dropped before backward costs nothing.
+    Tensor y = leaf({1, 2}, {2});
+    { mul(y, 2.0).retain_grad(); }
+    sum(mul(y, 2.0)).backward();
+    CHECK(grad_of(y) == std::vector<double>{2, 2});
+
+    CHECK_THROWS_WITH(from_vector({1}, {1}).retain_grad(), Catch::Contains("does not require grad"));
+    NoGradGuard ng;
+    CHECK_THROWS_WITH(mul(y, 2.0).retain_grad(), Catch::Contains("does not require grad"));
+}

@@ -24,9 +24,11 @@
 #include "io/safetensors.h"
 #include "io/weights.h"
 #include "models/convnext.h"
+#include "models/convnext_v2.h"
 #include "nn/init.h"
 #include "ops/ops.h"
 #include "optim/param_groups.h"
+#include "model_check.h"
 
 using namespace cnx;
 using models::ConvNeXt;
@@ -132,11 +134,15 @@ TEST_CASE("parameters have the official names, shapes and order", "[model]") {
 
 TEST_CASE("variants: registry, exact parameter counts, unknown names", "[model]") {
     auto names = models::model_names();
-    REQUIRE(names.size() == 9);
+    // ConvNeXt V1 (models/convnext.cpp), then V2 (models/convnext_v2.cpp): file-name order.
+    REQUIRE(names.size() == 17);
     CHECK(names.front() == "convnext_atto");
-    CHECK(names.back() == "convnext_xlarge");
-    const int64_t expected[] = {3695520,  5217784,  9045672,   15593560, 28589128,
-                                50223688, 88591464, 197767336, 350196968};
+    CHECK(names[8] == "convnext_xlarge");
+    CHECK(names[9] == "convnextv2_atto");
+    CHECK(names.back() == "convnextv2_huge");
+    const int64_t expected[] = {3695520,  5217784,  9045672,   15593560,  28589128,  50223688,
+                                88591464, 197767336, 350196968, 3708400,   5233240,   9066280,
+                                15623800, 28635496,  88717800,  197956840, 660289640};
     for (size_t i = 0; i < names.size(); ++i)
         CHECK(models::count_parameters(models::model_options(names[i])) == expected[i]);
     auto atto = models::create_model("convnext_atto");
@@ -228,15 +234,27 @@ TEST_CASE("forward shapes, stage outputs and input checks", "[model]") {
     CHECK_THROWS_WITH(m.forward(randn({64, 64, 3})), Catch::Contains("NHWC"));
 }
 
-TEST_CASE("matches PyTorch: logits, loss and every gradient of the reference fixture", "[model][fixture]") {
-    auto fx = io::load_safetensors(CONVNEXT_SOURCE_DIR "/tests/fixtures/model_small.safetensors");
+// The model a reference fixture describes (its metadata: depths, dims, classes, family), loaded
+// with its weights, one forward and backward of cross-entropy, compared with PyTorch's logits,
+// loss and every gradient at 1e-4 of each tensor's scale.
+struct FixtureRun {
+    io::SafetensorsFile fx;
+    std::shared_ptr<ConvNeXt> model;
+    Tensor logits;
+};
+
+FixtureRun run_fixture(const std::string& path) {
+    FixtureRun run{io::load_safetensors(path), nullptr, Tensor()};
+    auto& fx = run.fx;
     auto meta_list = [&](const char* key) {
         return nlohmann::json::parse(fx.metadata.at(key)).get<std::vector<int64_t>>();
     };
     ConvNeXtOptions o =
         small_options(meta_list("depths"), meta_list("dims"), std::stoll(fx.metadata.at("num_classes")));
     o.in_chans = std::stoll(fx.metadata.at("in_chans"));
-    ConvNeXt model(o);
+    if (fx.metadata.count("family") && fx.metadata.at("family") == "convnext_v2") o.block = models::make_block_v2;
+    run.model = std::make_shared<ConvNeXt>(o);
+    ConvNeXt& model = *run.model;
 
     io::NamedTensors weights;
     for (auto& [n, t] : fx.tensors)
@@ -253,6 +271,7 @@ TEST_CASE("matches PyTorch: logits, loss and every gradient of the reference fix
     Tensor logits = model.forward(x);
     Tensor loss = cross_entropy(logits, targets);
     loss.backward();
+    run.logits = logits;
 
     std::vector<std::string> failures;
     auto check = [&](const std::string& name, const Tensor& got, const Tensor& want) {
@@ -283,6 +302,14 @@ TEST_CASE("matches PyTorch: logits, loss and every gradient of the reference fix
     // Gradients here are 0.02..0.7 in size; float32 agreement (about 1e-6) is much tighter than the rule.
     INFO("largest gradient error relative to the tensor's largest value: " << worst_rel);
     CHECK(worst_rel < 1e-4);
+    return run;
+}
+
+TEST_CASE("matches PyTorch: logits, loss and every gradient of the reference fixture", "[model][fixture]") {
+    FixtureRun run = run_fixture(CONVNEXT_SOURCE_DIR "/tests/fixtures/model_small.safetensors");
+    auto& fx = run.fx;
+    ConvNeXt& model = *run.model;
+    Tensor logits = run.logits;
 
     SECTION("the comparison catches a perturbed gradient") {
         const std::string name = "stages.2.1.pwconv1.weight";
@@ -298,6 +325,16 @@ TEST_CASE("matches PyTorch: logits, loss and every gradient of the reference fix
     }
 }
 
+TEST_CASE("ConvNeXt V2 matches PyTorch: logits, loss and every gradient of its reference fixture",
+          "[model][fixture][v2]") {
+    // tools/gen_model_fixture.py --family convnext_v2: GRN written as the official code, its
+    // gamma and beta random; the fused V2 MLP runs here (drop path off), so this checks it too.
+    FixtureRun run = run_fixture(CONVNEXT_SOURCE_DIR "/tests/fixtures/model_small_v2.safetensors");
+    auto b = run.model->stages->get<nn::Sequential>(2)->get<models::BlockV2>(1);
+    CHECK(b->mlp_fusable());
+    CHECK(max_abs(b->grn->gamma) > 0.1);
+}
+
 // Thousands of forwards on a micro model: every op is far below the size where threads pay off,
 // and on a loaded machine fork/join barriers would dominate. Restores the setting on exit.
 struct SingleThread {
@@ -306,10 +343,13 @@ struct SingleThread {
     ~SingleThread() { set_num_threads(prev); }
 };
 
-TEST_CASE("whole-model float64 gradcheck with drop path in training mode", "[model][gradcheck]") {
+// Every parameter's and the input's gradient of a micro model against central differences, in
+// float64, drop path active. `block`: the family's block factory (empty: V1's).
+void check_whole_model_gradients(const models::BlockFactory& block) {
     SingleThread single;
     ConvNeXtOptions o = small_options({1, 1, 1, 1}, {8, 8, 8, 8}, 5);
     o.drop_path_rate = 0.2;
+    o.block = block;
     ConvNeXt model(o);
     randomize(model, 17);
     model.to(DType::F64);
@@ -382,6 +422,15 @@ TEST_CASE("whole-model float64 gradcheck with drop path in training mode", "[mod
     for (auto& f : failures) all += "\n  " + f;
     INFO("parameter gradients off:" << all);
     CHECK(failures.empty());
+}
+
+TEST_CASE("whole-model float64 gradcheck with drop path in training mode", "[model][gradcheck]") {
+    check_whole_model_gradients(nullptr);
+}
+
+TEST_CASE("whole-model float64 gradcheck of ConvNeXt V2 (GRN) with drop path in training mode",
+          "[model][gradcheck][v2]") {
+    check_whole_model_gradients(models::make_block_v2);
 }
 
 TEST_CASE("state_dict round trip through safetensors", "[model][io]") {
@@ -459,11 +508,7 @@ TEST_CASE("convnext info reports exact parameters and MACs for every variant", "
 
 namespace {
 
-// A Linear whose forward doubles its output: a user's subclass the fused path must not bypass.
-struct DoublingLinear : nn::Linear {
-    using nn::Linear::Linear;
-    Tensor forward(const Tensor& x) override { return mul(nn::Linear::forward(x), 2.0); }
-};
+using model_check::DoublingLinear;
 
 // The unfused block, written out from public pieces: what every non-fused forward must equal.
 Tensor block_reference(models::Block& b, const Tensor& x) {
@@ -659,10 +704,7 @@ TEST_CASE("the fused block MLP runs only where its pattern holds", "[model][fusi
     CHECK(max_abs(sub(fused, reference)) < 1e-5);
 
     SECTION("a subclass of Linear runs its own forward") {
-        auto doubled = std::make_shared<DoublingLinear>(32, 8, true, &gen);
-        copy_(doubled->weight, b.pwconv2->weight);
-        copy_(doubled->bias, b.pwconv2->bias);
-        b.pwconv2 = b.register_module("pwconv2", doubled);
+        model_check::double_pwconv2(b);
         CHECK_FALSE(b.mlp_fusable());
         Tensor y = b.forward(x);
         CHECK(max_abs(sub(y, fused)) > 1e-3);  // the subclass changed the output

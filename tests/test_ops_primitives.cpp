@@ -383,7 +383,7 @@ TEST_CASE("shape primitives: values, views, and errors", "[primitives][shape]") 
 
 // ConvNeXt V2's Global Response Normalization (Woo et al. 2023), NHWC, written from primitives
 // only: the promise of level 1 of "Extending".
-Tensor grn(const Tensor& x, const Tensor& gamma, const Tensor& beta) {
+Tensor grn_from_primitives(const Tensor& x, const Tensor& gamma, const Tensor& beta) {
     Tensor gx = sqrt(sum(x * x, {1, 2}, true));   // [N,1,1,C]
     Tensor nx = gx / (mean(gx, {-1}, true) + 1e-6);  // [N,1,1,C]
     return gamma * (x * nx) + beta + x;
@@ -394,7 +394,7 @@ TEST_CASE("GRN composed from primitives: forward by hand and float64 gradcheck",
     Tensor x = rn({N, H, W, C}), gamma = rn({1, 1, 1, C}), beta = rn({1, 1, 1, C});
     // Forward against loops over the formula.
     auto xv = x.to_vector(), gv = gamma.to_vector(), bv = beta.to_vector();
-    auto yv = grn(x, gamma, beta).to_vector();
+    auto yv = grn_from_primitives(x, gamma, beta).to_vector();
     for (int64_t n = 0; n < N; ++n) {
         std::vector<double> g(C, 0.0);
         for (int64_t i = 0; i < H * W; ++i)
@@ -408,8 +408,63 @@ TEST_CASE("GRN composed from primitives: forward by hand and float64 gradcheck",
                 CHECK(yv[k] == Approx(gv[c] * xv[k] * nx + bv[c] + xv[k]).epsilon(1e-13).margin(1e-13));
             }
     }
-    grad_ok("GRN w.r.t. x, gamma, beta", [](const V& v) { return grn(v[0], v[1], v[2]); }, {x, gamma, beta});
-    grad_ok("GRN [1,7,9,6]", [](const V& v) { return grn(v[0], v[1], v[2]); },
+    grad_ok("GRN w.r.t. x, gamma, beta", [](const V& v) { return grn_from_primitives(v[0], v[1], v[2]); }, {x, gamma, beta});
+    grad_ok("GRN [1,7,9,6]", [](const V& v) { return grn_from_primitives(v[0], v[1], v[2]); },
             {rn({1, 7, 9, 6}), rn({1, 1, 1, 6}), rn({1, 1, 1, 6})});
-    f32_ok("GRN float32", [](const V& v) { return grn(v[0], v[1], v[2]); }, {x, gamma, beta}, 1e-5);
+    f32_ok("GRN float32", [](const V& v) { return grn_from_primitives(v[0], v[1], v[2]); }, {x, gamma, beta}, 1e-5);
+}
+
+// Level 2: the grn op (ops/grn.cpp, its own kernels and backward) is the same function as the
+// composition above, forward and every gradient, in float64 and float32.
+TEST_CASE("the grn op equals GRN composed from primitives", "[primitives][grn]") {
+    auto both = [](const Tensor& x, const Tensor& gamma, const Tensor& beta, double tol) {
+        std::vector<Tensor> op_grads, comp_grads;
+        Tensor op_y, comp_y;
+        for (int which = 0; which < 2; ++which) {
+            Tensor xs = x.clone(), gs = gamma.clone(), bs = beta.clone();
+            for (Tensor* t : {&xs, &gs, &bs}) t->requires_grad_(true);
+            Tensor y = which == 0 ? grn(xs, gs, bs) : grn_from_primitives(xs, gs, bs);
+            Generator wg(99);
+            Tensor w = randn(y.shape(), y.dtype(), &wg);
+            sum(y * w).backward();
+            (which == 0 ? op_y : comp_y) = y.detach();
+            (which == 0 ? op_grads : comp_grads) = {xs.grad(), gs.grad(), bs.grad()};
+        }
+        auto close = [&](const char* what, const Tensor& a, const Tensor& b) {
+            INFO(what);
+            REQUIRE(a.shape() == b.shape());
+            auto av = a.to_vector(), bv = b.to_vector();
+            double scale = 1;
+            for (double v : bv) scale = std::max(scale, std::fabs(v));
+            for (size_t i = 0; i < av.size(); ++i) REQUIRE(std::fabs(av[i] - bv[i]) <= tol * scale);
+        };
+        close("y", op_y, comp_y);
+        close("dx", op_grads[0], comp_grads[0]);
+        close("dgamma", op_grads[1], comp_grads[1]);
+        close("dbeta", op_grads[2], comp_grads[2]);
+    };
+    for (DType dt : {DType::F64, DType::F32}) {
+        const double tol = dt == DType::F64 ? 1e-12 : 2e-5;
+        both(rn({2, 5, 7, 6}).to(dt), rn({1, 1, 1, 6}).to(dt), rn({1, 1, 1, 6}).to(dt), tol);
+        both(rn({3, 1, 4, 9}).to(dt), rn({1, 1, 1, 9}).to(dt), rn({1, 1, 1, 9}).to(dt), tol);
+        // Large enough for the threaded paths (several chunks per image, several images).
+        both(rn({3, 21, 19, 40}).to(dt), rn({1, 1, 1, 40}).to(dt), rn({1, 1, 1, 40}).to(dt), tol);
+    }
+    // [C]-shaped parameters give [C]-shaped gradients; a channel that is zero in an image has
+    // G = 0, where the gradient through G is 0 (as torch.norm's) and nothing is NaN.
+    Tensor x = rn({2, 3, 3, 4});
+    for (int64_t i = 0; i < 9; ++i) x.data<double>()[i * 4 + 2] = 0.0;
+    Tensor gamma = rn({4}), beta = rn({4});
+    for (Tensor* t : {&x, &gamma, &beta}) t->requires_grad_(true);
+    sum(grn(x, gamma, beta)).backward();
+    CHECK(gamma.grad().shape() == Shape{4});
+    auto dx = x.grad().to_vector();
+    for (double v : dx) CHECK(std::isfinite(v));
+    for (int64_t i = 0; i < 9; ++i) CHECK(dx[i * 4 + 2] == 1.0);  // dy * s, s = 1 + gamma * 0
+
+    CHECK_THROWS_WITH(grn(rn({2, 3, 4}), rn({4}), rn({4})), Catch::Contains("grn: input must be NHWC"));
+    CHECK_THROWS_WITH(grn(rn({2, 3, 3, 4}), rn({1, 1, 1, 5}), rn({4})),
+                      Catch::Contains("grn: gamma float64[1,1,1,5] should hold the 4 channels"));
+    CHECK_THROWS_WITH(grn(rn({2, 3, 3, 4}), rn({4}), rn({4}).to(DType::F32)),
+                      Catch::Contains("grn: beta") && Catch::Contains("different dtypes"));
 }

@@ -9,6 +9,8 @@
 #include <nlohmann/json.hpp>
 
 #include "core/rng.h"
+#include "core/threads.h"
+#include "ops/ops.h"
 #include "optim/optim.h"
 
 using namespace cnx;
@@ -569,6 +571,41 @@ TEST_CASE("clip_grad_norm", "[optim][clip]") {
         CHECK(total == Approx(want["total"].get<double>()).epsilon(1e-6));
         for (auto& kv : params)
             CHECK(compare("clipped " + kv.first, kv.second.grad(), want["grads"][kv.first], 1e-5, 1e-8) == "");
+    }
+}
+
+TEST_CASE("clip_grad_norm does not depend on the thread count", "[optim][clip]") {
+    // Sizes around the chunk and parallel thresholds, a float64 gradient, every norm type.
+    Generator gen(7);
+    std::vector<Tensor> params;
+    for (int64_t n : {5, 16383, 16385, 100003, 300000}) {
+        Tensor p = zeros({n});
+        p.set_grad(mul(randn({n}, DType::F32, &gen), 3.0));
+        params.push_back(p);
+    }
+    Tensor p64 = zeros({70001}, DType::F64);
+    p64.set_grad(randn({70001}, DType::F64, &gen));
+    params.push_back(p64);
+    for (double norm_type : {2.0, 1.0, 3.0, (double)INFINITY}) {
+        auto run = [&](int threads) {
+            set_num_threads(threads);
+            std::vector<Tensor> ps;
+            for (auto& p : params) {
+                Tensor q = zeros(p.shape(), p.dtype());
+                q.set_grad(p.grad().clone());
+                ps.push_back(q);
+            }
+            std::vector<double> out = {optim::clip_grad_norm(ps, 0.5, norm_type)};
+            for (auto& q : ps)
+                for (double v : q.grad().to_vector()) out.push_back(v);
+            return out;
+        };
+        auto one = run(1), two = run(2), three = run(3);
+        set_num_threads(0);
+        INFO("norm_type " << norm_type);
+        CHECK(one[0] > 0.5);  // the gradients were clipped
+        CHECK(std::memcmp(one.data(), two.data(), one.size() * sizeof(double)) == 0);
+        CHECK(std::memcmp(one.data(), three.data(), one.size() * sizeof(double)) == 0);
     }
 }
 

@@ -9,26 +9,18 @@
 #include <fstream>
 
 #include "core/rng.h"
+#include "data/image.h"
 #include "io/atomic_file.h"
+#include "io/png_writer.h"
 #include "io/safetensors.h"
+#include "temp_dir.h"
 
 using namespace cnx;
 namespace fs = std::filesystem;
 
 namespace {
 
-struct TempDir {
-    fs::path path;
-    TempDir() {
-        path = fs::temp_directory_path() / ("cnx_safetensors_" + std::to_string(::getpid()));
-        fs::create_directories(path);
-    }
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-    std::string file(const std::string& name) const { return (path / name).string(); }
-};
+using test_util::TempDir;
 
 // A file from a header text and raw data bytes, with the header length as given (or its true length).
 constexpr uint64_t kTrueLength = ~0ull;
@@ -64,7 +56,7 @@ std::string load_error(const std::string& bytes) {
         buffer_msg = e.what();
     }
     TempDir dir;
-    std::string path = dir.file("bad.safetensors");
+    std::string path = dir / "bad.safetensors";
     write_bytes(path, bytes);
     try {
         io::load_safetensors(path);
@@ -92,7 +84,7 @@ TEST_CASE("save and load round trip: order, values, dtypes, metadata", "[io][saf
         {"m.weight", randn({8, 1, 7, 7}, DType::F32, &gen)},
     };
     io::Metadata meta = {{"arch", "convnext_tiny"}, {"step", "42"}, {"quote", "a \"b\"\n\u00e9"}};
-    std::string path = dir.file("rt.safetensors");
+    std::string path = dir / "rt.safetensors";
     io::save_safetensors(path, tensors, meta);
 
     std::string bytes = read_bytes(path);
@@ -289,7 +281,7 @@ TEST_CASE("mutated and truncated files never crash the loader", "[io][safetensor
 
 TEST_CASE("AtomicFile replaces the target only on commit", "[io][atomic]") {
     TempDir dir;
-    std::string path = dir.file("target.bin");
+    std::string path = dir / "target.bin";
     io::atomic_write_file(path, std::string("first"));
     CHECK(read_bytes(path) == "first");
     {
@@ -310,4 +302,29 @@ TEST_CASE("AtomicFile replaces the target only on commit", "[io][atomic]") {
     int files = 0;
     for (auto& e : fs::directory_iterator(dir.path)) files += e.is_regular_file();
     CHECK(files == 1);
+}
+
+TEST_CASE("write_png writes a PNG that decodes to the same pixels, atomically", "[io][png]") {
+    TempDir dir;
+    for (int channels : {1, 3}) {
+        const int w = 37, h = 23;  // odd sizes: rows are not a multiple of any vector width
+        std::vector<uint8_t> px((size_t)w * h * channels);
+        for (size_t i = 0; i < px.size(); ++i) px[i] = (uint8_t)(i * 7 + i / 13);
+        std::string path = dir / ("curves" + std::to_string(channels) + ".png");
+        io::write_png(path, px.data(), w, h, channels);
+        io::write_png(path, px.data(), w, h, channels);  // replaces the first one
+        data::DecodeOptions opts;
+        opts.channels = channels;
+        data::Image img = data::load_image(path, opts);
+        REQUIRE(img.width == w);
+        REQUIRE(img.height == h);
+        REQUIRE(img.channels == channels);
+        CHECK(img.pixels == px);
+    }
+    int files = 0;
+    for (auto& e : fs::directory_iterator(dir.path)) files += e.is_regular_file();
+    CHECK(files == 2);  // no temporary file left behind
+    CHECK_THROWS_WITH(io::write_png(dir / "x.png", nullptr, 0, 4, 3), Catch::Contains("bad image 0x4x3"));
+    CHECK_THROWS_WITH(io::write_png(dir / "no/such/dir/x.png", std::vector<uint8_t>(12).data(), 2, 2, 3),
+                      Catch::Contains("no/such/dir/x.png"));
 }

@@ -7,8 +7,13 @@ no augmentation, no validation split, weight decay 0.05 on all but biases and no
 no warmup stepped per iteration), recording each step's loss and learning rate and the final
 weights. The C++ test runs `convnext train` with the same settings and compares.
 
-Run with Debian's python3-torch:  /usr/bin/python3 tools/gen_train_fixture.py
+With --family convnext_v2 the same recipe for a micro ConvNeXt V2 (GRN gamma and beta random, so
+no GRN is the identity), writing tests/fixtures/v2/train_init.safetensors and
+tests/fixtures/v2/train_reference.json (the losses and learning rates; the folder is V1's).
+
+Run with Debian's python3-torch:  /usr/bin/python3 tools/gen_train_fixture.py [--family convnext_v2]
 """
+import argparse
 import json
 import math
 import os
@@ -20,12 +25,13 @@ import torch.nn.functional as F
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gen_model_fixture import ConvNeXt, write_safetensors  # noqa: E402
+from gen_model_fixture import Block, BlockV2, ConvNeXt, write_safetensors  # noqa: E402
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures")
 FOLDER = os.path.join(ROOT, "train_folder")
 CLASSES = ["circles", "squares", "stripes"]
 DEPTHS, DIMS = [1, 1, 1, 1], [8, 16, 32, 64]
+DIMS_V2 = [8, 16, 24, 32]
 BATCH, EPOCHS, LR, WD = 4, 2, 2e-3, 0.05
 
 
@@ -44,14 +50,16 @@ def make_image(cls, i, rng):
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def write_folder():
+def write_folder(write=True):
     rng = np.random.default_rng(0)
     files = []
     for label, cls in enumerate(CLASSES):
         os.makedirs(os.path.join(FOLDER, cls), exist_ok=True)
         for i in range(8):
             path = os.path.join(FOLDER, cls, "img_%02d.png" % i)
-            Image.fromarray(make_image(cls, i, rng)).save(path)
+            image = make_image(cls, i, rng)
+            if write:
+                Image.fromarray(image).save(path)
             files.append((path, label))
     return files
 
@@ -70,20 +78,32 @@ def params_groups(model, weight_decay):
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (no_decay if p.ndim == 1 or name.endswith(".bias") else decay).append(p)
+        # The official rule (V2's adds .gamma and .beta, which V1's 1-D gamma already meets).
+        skip = p.ndim == 1 or name.endswith(".bias") or name.endswith(".gamma") or name.endswith(".beta")
+        (no_decay if skip else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 def main():
-    files = write_folder()
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--family", choices=["convnext", "convnext_v2"], default="convnext")
+    v2 = ap.parse_args().family == "convnext_v2"
+    out = os.path.join(ROOT, "v2") if v2 else ROOT
+    os.makedirs(out, exist_ok=True)
+    files = write_folder(write=not v2)
     torch.manual_seed(0)
-    model = ConvNeXt(3, len(CLASSES), DEPTHS, DIMS)
+    dims = DIMS_V2 if v2 else DIMS
+    model = ConvNeXt(3, len(CLASSES), DEPTHS, dims, BlockV2 if v2 else Block)
     with torch.no_grad():  # make every block matter
         for name, p in model.named_parameters():
-            if name.endswith("gamma"):
+            if name.endswith("grn.gamma"):
+                p.normal_(0.0, 0.5)
+            elif name.endswith("grn.beta"):
+                p.normal_(0.0, 0.2)
+            elif name.endswith("gamma"):
                 p.uniform_(0.3, 0.8)
     init = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    write_safetensors(os.path.join(ROOT, "train_init.safetensors"), list(init.items()), {})
+    write_safetensors(os.path.join(out, "train_init.safetensors"), list(init.items()), {})
 
     steps_per_epoch = len(files) // BATCH
     total = EPOCHS * steps_per_epoch
@@ -104,9 +124,10 @@ def main():
             opt.step()
             sched.step()
     final = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    write_safetensors(os.path.join(ROOT, "train_final.safetensors"), list(final.items()), {})
-    with open(os.path.join(ROOT, "train_reference.json"), "w") as f:
-        json.dump({"classes": CLASSES, "depths": DEPTHS, "dims": DIMS, "batch_size": BATCH, "epochs": EPOCHS,
+    if not v2:  # V2 keeps its fixtures small: the losses are the check
+        write_safetensors(os.path.join(out, "train_final.safetensors"), list(final.items()), {})
+    with open(os.path.join(out, "train_reference.json"), "w") as f:
+        json.dump({"classes": CLASSES, "depths": DEPTHS, "dims": dims, "batch_size": BATCH, "epochs": EPOCHS,
                    "lr": LR, "wd": WD, "losses": losses, "lrs": lrs}, f, indent=1)
     print("losses", ["%.4f" % v for v in losses])
 

@@ -17,6 +17,8 @@ DataSets make_datasets(const DataConfig& cfg, std::ostream& log) {
         ds.classes = data::kFashionMnistClasses;
         ds.in_chans = 1;
         ds.image_size = 28 + 2 * train_opts.pad;
+        ds.eval_resize = 28;
+        ds.crop_pct = 0;
         ds.mean = {data::kFashionMnistMean};
         ds.std = {data::kFashionMnistStd};
         log << "Fashion-MNIST from " << dir << ": " << (ds.train ? ds.train->size() : 0) << " training, "
@@ -28,11 +30,14 @@ DataSets make_datasets(const DataConfig& cfg, std::ostream& log) {
     } else {
         CNX_CHECK(!cfg.data_dir.empty(), "no data: pass --data DIR (an image folder) or --dataset fashion-mnist");
         ds.image_size = cfg.image_size;
-        ds.mean = data::kImageNetMean;
-        ds.std = data::kImageNetStd;
-        data::Transform eval_tf = data::eval_transform(cfg.image_size, cfg.crop_pct);
+        ds.eval_resize = data::eval_resize_size(cfg.image_size, cfg.crop_pct);
+        ds.crop_pct = cfg.crop_pct;
+        ds.mean = cfg.mean.empty() ? data::kImageNetMean : cfg.mean;
+        ds.std = cfg.std.empty() ? data::kImageNetStd : cfg.std;
+        data::Transform eval_tf = data::eval_transform(cfg.image_size, cfg.crop_pct, ds.mean, ds.std);
         data::TrainTransformOptions tto;
         tto.image_size = cfg.image_size;
+        tto.mean = ds.mean, tto.std = ds.std;
         data::Transform train_tf = cfg.augment ? data::train_transform(tto) : eval_tf;
         if (cfg.eval_all) {
             data::ImageFolderIndex idx = data::scan_image_folder(cfg.data_dir);

@@ -28,6 +28,8 @@ struct DataConfig {
     bool eval_all = false;          // eval: the whole folder (no split) / the Fashion-MNIST test split
     std::string class_indices_out;  // where to write class_indices.json ("" = nowhere)
     int64_t train_limit = 0, val_limit = 0;  // first N samples only (quick runs, tests); 0 = all
+    // Image folders: the normalisation (empty: ImageNet's), e.g. from a weights file's metadata.
+    std::vector<float> mean, std;
 };
 
 struct DataSets {
@@ -35,6 +37,10 @@ struct DataSets {
     std::vector<std::string> classes;
     int64_t in_chans = 3;
     int64_t image_size = 224;
+    // How one image is brought to image_size for evaluation: its shorter side resized to
+    // eval_resize, then centre-cropped (Fashion-MNIST: 28, the crop pads it to 32).
+    int64_t eval_resize = 256;
+    double crop_pct = 0.875;         // image folders' (eval_resize = int(image_size / crop_pct)); 0: none
     std::vector<float> mean, std;   // the normalisation the inputs got (saved with the weights)
 };
 

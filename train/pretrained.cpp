@@ -32,6 +32,9 @@ void load_pretrained(nn::Module& model, const std::string& path, bool drop_misma
     log << "loaded " << loaded << "/" << own.size() << " tensors from " << path << " (" << w.format
         << (w.key.empty() ? "" : ", entry '" + w.key + "'") << ", " << io::name_style_name(w.source_names)
         << " names)\n";
+    if (w.fcmae)
+        log << "  an FCMAE pre-training checkpoint: its encoder remapped to the dense model, " << w.dropped.size()
+            << " decoder tensors dropped; norm and head start from their initialisation\n";
     for (auto& d : dropped) log << "  dropped (class count differs): " << d << "\n";
     for (auto& m : rep.missing) log << "  missing (kept at init): " << m << "\n";
     for (auto& u : rep.unexpected) log << "  unexpected (ignored): " << u << "\n";
