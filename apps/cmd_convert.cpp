@@ -7,6 +7,7 @@
 #include <string>
 
 #include "apps/command.h"
+#include "io/model_metadata.h"
 #include "io/safetensors.h"
 #include "io/weights.h"
 
@@ -32,6 +33,10 @@ int run_convert(const ConvertOptions& o) {
         values += t.numel();
     }
     Metadata meta{{"format", "pt"}, {"names", o.names}};
+    // A file written by convnext train keeps what it says about its model, so predict, eval and
+    // gradcam need no more flags for the converted file than for the original.
+    if (w.format == "safetensors")
+        for (auto& [k, v] : to_metadata(read_model_metadata(o.in))) meta.emplace(k, v);
     if (bf16) meta["dtype"] = "bfloat16";
     save_safetensors(o.out, tensors, meta);
 

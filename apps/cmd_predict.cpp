@@ -100,7 +100,7 @@ std::function<int()> setup(CLI::App& root) {
     cmd->add_option("--grid", o->grid,
                     "Also draw the images in a grid with their top-1 label and probability (PNG); green when the "
                     "image's folder names the predicted class, red when it names another");
-#include "apps/precision_option.h"
+    app::add_precision_option(cmd, o->precision);
     return [o] { return run_predict(*o); };
 }
 

@@ -34,16 +34,6 @@ struct MlpDims {
     int64_t M, C, H;
 };
 
-// C = op(A) op(B) through the GEMM that reads A and B as they are stored (float32/64, bfloat16).
-template <class T, class TA, class TB>
-void mm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const TA* A, int64_t lda, const TB* B, int64_t ldb, T* C,
-        int64_t ldc, const GemmEpilogue<T>& ep, bool gelu_a = false, bool gelu_b = false) {
-    if constexpr (std::is_same<TA, T>::value && std::is_same<TB, T>::value)
-        gemm_ex<T>(ta, tb, M, N, K, T(1), A, lda, B, ldb, T(0), C, ldc, ep, gelu_a, gelu_b);
-    else
-        gemm_mixed<TA, TB>(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, 0.0f, C, ldc, ep, gelu_a, gelu_b);
-}
-
 // h = u·w1^T + b1; out = residual + gamma * (GELU(h)·w2^T + b2), GELU applied as the second GEMM
 // reads h (GELU(h) is never stored). TH = BFloat16 (float32 only, Precision::BF16): h is written
 // only in bfloat16 and the second GEMM reads that, so forward and backward see the same h.
@@ -55,16 +45,16 @@ void mlp_forward(const T* u, const T* w1, const T* b1, const T* w2, const T* b2,
     if constexpr (std::is_same<TH, BFloat16>::value) {
         e1.out_bf16 = h;
         e1.ld_out_bf16 = d.H;
-        mm<T>(false, true, d.M, d.H, d.C, u, d.C, w1, d.C, (T*)nullptr, d.H, e1);
+        gemm_stored<T>(false, true, d.M, d.H, d.C, u, d.C, w1, d.C, (T*)nullptr, d.H, e1);
     } else {
-        mm<T>(false, true, d.M, d.H, d.C, u, d.C, w1, d.C, h, d.H, e1);
+        gemm_stored<T>(false, true, d.M, d.H, d.C, u, d.C, w1, d.C, h, d.H, e1);
     }
     GemmEpilogue<T> e2;
     e2.bias = b2;
     e2.col_scale = gamma;
     e2.residual = residual;
     e2.ld_residual = d.C;
-    mm<T>(false, true, d.M, d.C, d.H, (const TH*)h, d.H, w2, d.H, out, d.C, e2, /*gelu_a=*/true);
+    gemm_stored<T>(false, true, d.M, d.C, d.H, (const TH*)h, d.H, w2, d.H, out, d.C, e2, /*gelu_a=*/true);
 }
 
 struct MlpGrads {
@@ -87,7 +77,7 @@ void mlp_backward(const T* g, const TU* u, const TH* h, const T* w1, const T* w2
         // G lands in dw2 itself when that is wanted (scaled by gamma in place below).
         Tensor Gt = dw2 ? r.dw2 : Tensor::empty({C, H}, dt);
         T* G = Gt.data<T>();
-        mm<T>(true, false, C, H, M, g, C, h, H, G, H, GemmEpilogue<T>{}, false, /*gelu_b=*/true);
+        gemm_stored<T>(true, false, C, H, M, g, C, h, H, G, H, GemmEpilogue<T>{}, false, /*gelu_b=*/true);
         for (int64_t j = 0; j < C; ++j) {
             const T* Gj = G + j * H;
             if (dgamma) {
@@ -129,21 +119,21 @@ void mlp_backward(const T* g, const TU* u, const TH* h, const T* w1, const T* w2
             column_sums<T>(1, M, H, r.db1.data<T>(), 1.0, [dh, H](int64_t, int64_t r0, int64_t r1, double* acc) {
                 add_rows(acc, dh + r0 * H, r1 - r0, H, H);
             });
-        if (r.dw1.defined()) mm<T>(true, false, H, C, M, dh, H, u, C, r.dw1.data<T>(), C, GemmEpilogue<T>{});
-        if (r.du.defined()) mm<T>(false, false, M, C, H, dh, H, w1, C, r.du.data<T>(), C, GemmEpilogue<T>{});
+        if (r.dw1.defined()) gemm_stored<T>(true, false, H, C, M, dh, H, u, C, r.dw1.data<T>(), C, GemmEpilogue<T>{});
+        if (r.du.defined()) gemm_stored<T>(false, false, M, C, H, dh, H, w1, C, r.du.data<T>(), C, GemmEpilogue<T>{});
     };
     if constexpr (std::is_same<T, float>::value) {
         if (std::is_same<TH, BFloat16>::value && gemm_uses_bf16()) {
             Tensor dh_t = Tensor::empty({M, H}, DType::BF16);
             e.out_bf16 = dh_t.data<BFloat16>();
             e.ld_out_bf16 = H;
-            mm<T>(false, false, M, H, C, g, C, w2s, H, (T*)nullptr, H, e);
+            gemm_stored<T>(false, false, M, H, C, g, C, w2s, H, (T*)nullptr, H, e);
             return rest((const BFloat16*)dh_t.data<BFloat16>());
         }
     }
     Tensor dh_t = Tensor::empty({M, H}, dt);
     T* dh = dh_t.data<T>();
-    mm<T>(false, false, M, H, C, g, C, w2s, H, dh, H, e);
+    gemm_stored<T>(false, false, M, H, C, g, C, w2s, H, dh, H, e);
     rest((const T*)dh);
 }
 

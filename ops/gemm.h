@@ -13,6 +13,7 @@
 // regions: both backends start their own threads (the AVX-512 kernels use the OpenMP team, so
 // OpenBLAS's pool sleeps while they run).
 #include <cstdint>
+#include <type_traits>
 
 #include "core/dtype.h"
 
@@ -79,6 +80,18 @@ template <class TA, class TB>
 void gemm_mixed(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const TA* A, int64_t lda,
                 const TB* B, int64_t ldb, float beta, float* C, int64_t ldc, const GemmEpilogue<float>& ep,
                 bool gelu_a = false, bool gelu_b = false);
+
+// C = op(A) op(B) (alpha 1, beta 0) with A and B as an op saved them: gemm_ex when both are T,
+// gemm_mixed when one is bfloat16 (T float). For kernels templated over how their operands are stored.
+template <class T, class TA, class TB>
+void gemm_stored(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const TA* A, int64_t lda, const TB* B,
+                 int64_t ldb, T* C, int64_t ldc, const GemmEpilogue<T>& ep = {}, bool gelu_a = false,
+                 bool gelu_b = false) {
+    if constexpr (std::is_same<TA, T>::value && std::is_same<TB, T>::value)
+        gemm_ex<T>(trans_a, trans_b, M, N, K, T(1), A, lda, B, ldb, T(0), C, ldc, ep, gelu_a, gelu_b);
+    else
+        gemm_mixed<TA, TB>(trans_a, trans_b, M, N, K, 1.0f, A, lda, B, ldb, 0.0f, C, ldc, ep, gelu_a, gelu_b);
+}
 
 // ---- precision -------------------------------------------------------------------------------------
 // Like torch.set_float32_matmul_precision: with BFloat16, float GEMMs (and everything built on

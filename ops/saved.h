@@ -12,7 +12,8 @@
 //   });
 //
 // A kernel that can read bfloat16 directly (and so skip the copy) takes sx.stored() when
-// sx.is_bf16(): the fused MLP, linear, conv2d, layer norm, depthwise conv and GELU do.
+// sx.is_bf16(): the fused MLPs (V1 and V2), linear, conv2d, layer norm, GRN, depthwise conv and
+// GELU do.
 //
 // Leaves that require grad (parameters) are kept as they are: they stay alive anyway, so a copy
 // would add memory rather than save it, and weights stay exact. Save weights-like operands with
@@ -36,11 +37,6 @@ public:
 
 private:
     friend SavedTensor save_for_backward(const Tensor& t);
-
-// An activation an op's own kernel already wrote in the storage the policy asks for (a GEMM's
-// bfloat16 output, ops/gemm.h's out_bf16): kept as it is, a bfloat16 tensor standing for the
-// float32 one it rounds (get() widens it), and counted in saved_stats() like the rest.
-SavedTensor adopt_for_backward(const Tensor& t);
     friend SavedTensor adopt_for_backward(const Tensor& t);
     Tensor stored_;
     bool rounded_ = false;

@@ -147,7 +147,7 @@ TEST_CASE("bf16: tensors convert both ways; threaded conversions agree with Tens
     Tensor x = randn({3, 1000, 37});
     Tensor b = x.to(DType::BF16);
     REQUIRE(b.dtype() == DType::BF16);
-    REQUIRE(b.nbytes() == x.numel() * 2);
+    REQUIRE((int64_t)b.nbytes() == x.numel() * 2);
     REQUIRE(b.str() == "bfloat16[3,1000,37]");
     const float* xp = x.data<float>();
     const BFloat16* bp = b.data<BFloat16>();
