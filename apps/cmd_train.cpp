@@ -20,6 +20,7 @@
 #include "core/threads.h"
 #include "dist/dist.h"
 #include "io/model_metadata.h"
+#include "ops/gemm.h"
 #include "train/train.h"
 
 namespace {
@@ -83,6 +84,10 @@ train::Callbacks terminal_report(const TrainOptions& opt, const train::DataSets&
                     distributed ? "global " : "", (long long)opt.batch_size * info.world_size,
                     (long long)opt.accum_steps, (long long)info.steps_per_epoch, (long long)opt.epochs, opt.lr, opt.wd,
                     (long long)opt.warmup_epochs);
+        if (precision() == Precision::BF16)  // fit() has set it on this thread
+            std::printf("precision bf16: %s GEMMs, activations saved for backward in bfloat16; weights, gradients "
+                        "and optimiser state float32\n",
+                        gemm_precision_name());
         std::printf("writing to %s\n", opt.out.c_str());
         std::fflush(stdout);
     };
