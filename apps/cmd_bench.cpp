@@ -16,6 +16,7 @@
 #include "core/cpu_info.h"
 #include "core/cpu_peak.h"
 #include "core/rng.h"
+#include "core/storage.h"
 #include "core/threads.h"
 #include "models/convnext.h"
 #include "ops/ops.h"
@@ -245,6 +246,7 @@ std::function<int()> setup(CLI::App& root) {
                          {"img_per_s", o->batch_size / dt},
                          {"step_s", dt},
                          {"peak_rss_mb", peak_rss_mb()},
+                         {"peak_tensor_mb", allocator::peak_live_bytes() / 1048576.0},
                          {"threads", get_num_threads()},
                          {"openblas_coretype", coretype ? coretype : ""},
                          {"gflops", gflops},

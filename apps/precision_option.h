@@ -1,5 +1,5 @@
 #pragma once
-// --precision for train, eval, predict and bench: one spelling and one help text.
+// --precision for train, eval, predict, gradcam and bench: one spelling and one help text.
 #include <string>
 
 #include <CLI/CLI.hpp>

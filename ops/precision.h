@@ -7,7 +7,7 @@
 //   loss.backward();                     // parameters, gradients and optimiser state stay float32
 //
 // Under Precision::BF16:
-//   - float GEMMs (linear, the 1x1 and patchify convs, the fused MLP) run the bf16 dot-product
+//   - float GEMMs (linear, the 1x1 and patchify convs, the fused MLPs) run the bf16 dot-product
 //     kernel (bf16 operands, float32 accumulation) where it pays -- where the CPU's measured bf16
 //     rate is at least 1.5x its float32 FMA rate (MatmulPrecision::BFloat16 and Bf16Kernel in
 //     ops/gemm.h) -- and the float32 kernels elsewhere;
