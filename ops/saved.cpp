@@ -14,30 +14,34 @@ constexpr int64_t kConvertGrain = 1 << 16;
 
 }  // namespace
 
-Tensor to_bf16(const Tensor& f32) {
-    CNX_CHECK(f32.defined() && f32.dtype() == DType::F32, "to_bf16: expected a float32 tensor, got ",
-              f32.defined() ? f32.str() : "undefined");
-    Tensor out = Tensor::empty(f32.shape(), DType::BF16);
-    if (out.is_meta() || f32.is_meta()) return out;
-    const float* s = f32.data<float>();
-    BFloat16* d = out.data<BFloat16>();
-    const int64_t n = f32.numel();
+namespace {
+
+// A copy of src (dtype From) in dtype To, converted element-wise by convert(src, dst, n) in
+// parallel chunks.
+template <class From, class To, class Convert>
+Tensor converted(const char* what, const Tensor& src, Convert convert) {
+    CNX_CHECK(src.defined() && src.dtype() == dtype_of<From>::value, what, ": expected a ",
+              dtype_name(dtype_of<From>::value), " tensor, got ", src.defined() ? src.str() : "undefined");
+    Tensor out = Tensor::empty(src.shape(), dtype_of<To>::value);
+    if (out.is_meta() || src.is_meta()) return out;
+    const From* s = src.data<From>();
+    To* d = out.data<To>();
+    const int64_t n = src.numel();
     parallel_range(n, n >= 4 * kConvertGrain ? kConvertGrain : n,
-                   [&](int64_t i0, int64_t i1) { bf16_from_float(s + i0, d + i0, i1 - i0); });
+                   [&](int64_t i0, int64_t i1) { convert(s + i0, d + i0, i1 - i0); });
     return out;
 }
 
+}  // namespace
+
+Tensor to_bf16(const Tensor& f32) {
+    return converted<float, BFloat16>("to_bf16", f32,
+                                      [](const float* s, BFloat16* d, int64_t n) { bf16_from_float(s, d, n); });
+}
+
 Tensor bf16_to_f32(const Tensor& bf16) {
-    CNX_CHECK(bf16.defined() && bf16.dtype() == DType::BF16, "bf16_to_f32: expected a bfloat16 tensor, got ",
-              bf16.defined() ? bf16.str() : "undefined");
-    Tensor out = Tensor::empty(bf16.shape(), DType::F32);
-    if (out.is_meta() || bf16.is_meta()) return out;
-    const BFloat16* s = bf16.data<BFloat16>();
-    float* d = out.data<float>();
-    const int64_t n = bf16.numel();
-    parallel_range(n, n >= 4 * kConvertGrain ? kConvertGrain : n,
-                   [&](int64_t i0, int64_t i1) { bf16_to_float(s + i0, d + i0, i1 - i0); });
-    return out;
+    return converted<BFloat16, float>("bf16_to_f32", bf16,
+                                      [](const BFloat16* s, float* d, int64_t n) { bf16_to_float(s, d, n); });
 }
 
 Tensor SavedTensor::get() const {

@@ -61,6 +61,18 @@ struct StateGuard {
 
 Tensor rounded(const Tensor& t) { return t.to(DType::BF16).to(DType::F32); }
 
+// Runs body(k) with the float32 kernels forced (the fallback of a CPU without a fast bf16 dot
+// product) and, where the CPU has one, with the bf16 kernel forced.
+template <class F>
+void for_each_bf16_kernel(F&& body) {
+    for (Bf16Kernel k : {Bf16Kernel::Never, Bf16Kernel::Always}) {
+        if (k == Bf16Kernel::Always && !gemm_bf16_supported()) continue;
+        INFO((k == Bf16Kernel::Never ? "fallback: float32 kernels" : "bf16 kernel"));
+        set_bf16_kernel(k);
+        body(k);
+    }
+}
+
 std::vector<BFloat16> to_bf16_vec(const std::vector<float>& v) {
     std::vector<BFloat16> out(v.size());
     bf16_from_float(v.data(), out.data(), (int64_t)v.size());
@@ -546,10 +558,7 @@ TEST_CASE("bf16: the fused MLP keeps u and h in bfloat16 and differentiates what
     w1 = mul(w1, 0.2), w2 = mul(w2, 0.2);
     const MlpRef ref = mlp_reference(u, w1, b1, w2, b2, gamma, res, g);
     auto f = [](std::vector<Tensor>& in) { return convnext_mlp(in[0], in[1], in[2], in[3], in[4], in[5], in[6]); };
-    for (Bf16Kernel k : {Bf16Kernel::Never, Bf16Kernel::Always}) {
-        if (k == Bf16Kernel::Always && !gemm_bf16_supported()) continue;
-        INFO((k == Bf16Kernel::Never ? "float32 kernels" : "bf16 kernel"));
-        set_bf16_kernel(k);
+    for_each_bf16_kernel([&](Bf16Kernel k) {
         PrecisionGuard p(Precision::BF16);
         reset_saved_stats();
         Grads got = run_op(f, {u, w1, b1, w2, b2, gamma, res}, g);
@@ -568,7 +577,7 @@ TEST_CASE("bf16: the fused MLP keeps u and h in bfloat16 and differentiates what
         CHECK(rel_err(got.grads[4], ref.db2) < tol);
         CHECK(rel_err(got.grads[5], ref.dgamma) < tol);
         CHECK(same_bits(got.grads[6], g));  // d residual
-    }
+    });
 }
 
 TEST_CASE("bf16: the fused V2 MLP keeps u, h and the GRN output in bfloat16", "[bf16][ops]") {
@@ -589,10 +598,7 @@ TEST_CASE("bf16: the fused V2 MLP keeps u, h and the GRN output in bfloat16", "[
     const std::vector<Tensor> inputs = {u, w1, b1, gg, gb, w2, b2, res};
     set_bf16_kernel(Bf16Kernel::Never);
     const Grads ref = run_op(f, inputs, g);
-    for (Bf16Kernel k : {Bf16Kernel::Never, Bf16Kernel::Always}) {
-        if (k == Bf16Kernel::Always && !gemm_bf16_supported()) continue;
-        INFO((k == Bf16Kernel::Never ? "float32 kernels" : "bf16 kernel"));
-        set_bf16_kernel(k);
+    for_each_bf16_kernel([&](Bf16Kernel k) {
         PrecisionGuard p(Precision::BF16);
         reset_saved_stats();
         Grads got = run_op(f, inputs, g);
@@ -607,7 +613,7 @@ TEST_CASE("bf16: the fused V2 MLP keeps u, h and the GRN output in bfloat16", "[
             CHECK(rel_err(got.grads[i], ref.grads[i]) < 3e-2);
         }
         CHECK(same_bits(got.grads.back(), g));  // d residual
-    }
+    });
 }
 
 // ---- a training step ------------------------------------------------------------------------------
@@ -665,10 +671,7 @@ TEST_CASE("bf16: a training step of a small ConvNeXt stays within bfloat16 error
     const std::string variant = GENERATE(as<std::string>{}, "convnext_atto", "convnextv2_atto");
     INFO(variant);
     const StepResult ref = train_step(Precision::FP32, 1, variant);
-    for (Bf16Kernel k : {Bf16Kernel::Never, Bf16Kernel::Always}) {
-        if (k == Bf16Kernel::Always && !gemm_bf16_supported()) continue;
-        INFO((k == Bf16Kernel::Never ? "fallback: float32 GEMMs, bf16 storage" : "bf16 GEMMs"));
-        set_bf16_kernel(k);
+    for_each_bf16_kernel([&](Bf16Kernel k) {
         reset_saved_stats();
         reset_gemm_call_counts();
         const StepResult got = train_step(Precision::BF16, 1, variant);
@@ -683,7 +686,7 @@ TEST_CASE("bf16: a training step of a small ConvNeXt stays within bfloat16 error
         // parameters, their gradients and the optimiser's state stay float32
         for (auto& [name, t] : got.grads) REQUIRE(t.dtype() == DType::F32);
         for (auto& [name, t] : got.params) REQUIRE(t.dtype() == DType::F32);
-    }
+    });
     // a few steps keep training the same way
     const StepResult ref3 = train_step(Precision::FP32, 3, variant), got3 = train_step(Precision::BF16, 3, variant);
     CHECK(rel_l2(got3.params, ref3.params) < 3e-3);

@@ -382,8 +382,6 @@ struct GemmArgs {
     bool gelu_a, gelu_b;
     bool a_bf16 = false, b_bf16 = false;
 
-    template <class S> const S* a() const { return static_cast<const S*>(A); }
-    template <class S> const S* b() const { return static_cast<const S*>(B); }
     int64_t a_bytes() const { return a_bf16 ? 2 : 4; }  // per element as stored
     int64_t b_bytes() const { return b_bf16 ? 2 : 4; }
     // Element (row, col) of A / B as stored, as a byte address.
@@ -391,20 +389,21 @@ struct GemmArgs {
     const char* b_at(int64_t row, int64_t col) const { return (const char*)B + (row * ldb + col) * b_bytes(); }
 };
 
-// Runs fn(p) with p = g.A (or g.B) typed as it is stored: float or BFloat16.
+// Runs fn(p) with p an operand (g.A or g.B) typed as it is stored: float or BFloat16.
+template <class F>
+inline void with_stored(const void* p, bool bf16, F&& fn) {
+    if (bf16)
+        fn(static_cast<const BFloat16*>(p));
+    else
+        fn(static_cast<const float*>(p));
+}
 template <class F>
 inline void with_a(const GemmArgs& g, F&& fn) {
-    if (g.a_bf16)
-        fn(g.a<BFloat16>());
-    else
-        fn(g.a<float>());
+    with_stored(g.A, g.a_bf16, fn);
 }
 template <class F>
 inline void with_b(const GemmArgs& g, F&& fn) {
-    if (g.b_bf16)
-        fn(g.b<BFloat16>());
-    else
-        fn(g.b<float>());
+    with_stored(g.B, g.b_bf16, fn);
 }
 
 // Per-thread state of the driver: packing buffers, and which B block is packed in bbuf (call id,
