@@ -54,7 +54,8 @@ int run_convert(const ConvertOptions& o) {
 }
 
 std::function<int()> setup(CLI::App& root) {
-    auto* cmd = root.add_subcommand("convert", "Convert a .pth checkpoint or safetensors file to float32 (or bf16) safetensors");
+    auto* cmd = root.add_subcommand("convert",
+                                    "Convert a .pth checkpoint or safetensors file to float32 (or bf16) safetensors");
     auto o = std::make_shared<ConvertOptions>();
     cmd->add_option("input", o->in, "Input weights (.pth/.pt from torch.save, or .safetensors)")->required();
     cmd->add_option("output", o->out, "Output .safetensors file")->required();

@@ -64,6 +64,8 @@ float half_to_float(uint16_t h) {
     return sign ? -v : v;
 }
 
+float bf16_bits_to_float(uint16_t b) { return bf16_to_float(BFloat16{b}); }
+
 // float8 e4m3fn: bias 7, no infinities, S.1111.111 is NaN.
 float f8e4m3_to_float(uint8_t b) {
     uint32_t exp = (b >> 3) & 0xf, mant = b & 0x7;
@@ -100,7 +102,7 @@ void convert(const unsigned char* src, FileType type, Out* dst, int64_t n) {
         case FileType::F64: convert_as<double>(src, dst, n, same); break;
         case FileType::F32: convert_as<float>(src, dst, n, same); break;
         case FileType::F16: convert_as<uint16_t>(src, dst, n, half_to_float); break;
-        case FileType::BF16: convert_as<uint16_t>(src, dst, n, [](uint16_t b) { return bf16_to_float(BFloat16{b}); }); break;
+        case FileType::BF16: convert_as<uint16_t>(src, dst, n, bf16_bits_to_float); break;
         case FileType::F8_E4M3: convert_as<uint8_t>(src, dst, n, f8e4m3_to_float); break;
         case FileType::F8_E5M2: convert_as<uint8_t>(src, dst, n, f8e5m2_to_float); break;
         case FileType::I64: convert_as<int64_t>(src, dst, n, same); break;
