@@ -771,7 +771,8 @@ TEST_CASE("bf16 CLI: convert --dtype bf16 writes half-size weights that load eve
         INFO(p.output);
         REQUIRE(p.code == 0);
         std::vector<double> v(3);
-        for (auto& e : last_json(p.output).at("top")) v[e.at("index").get<int>()] = e.at("prob").get<double>();
+        const nlohmann::json j = last_json(p.output);  // (a range-for over a temporary's member dangles)
+        for (auto& e : j.at("top")) v[e.at("index").get<int>()] = e.at("prob").get<double>();
         return v;
     };
     const std::vector<double> p32 = probs(fp32, "fp32");
