@@ -31,7 +31,7 @@ struct BenchOptions {
     std::string model = "convnext_tiny", mode = "train", precision = "fp32";
     int64_t batch_size = 16, image_size = 224, num_classes = 1000, in_chans = 3, steps = 3, warmup = 1;
     int threads = 0;
-    bool json = false, profile = false, peak = false, gemm = false;
+    bool json = false, profile = false, peak = false, gemm = false, bf16 = false, channels_last = false;
     int reps = 5;
 };
 
@@ -168,7 +168,11 @@ std::function<int()> setup(CLI::App& root) {
     cmd->add_option("--steps", o->steps, "Timed steps")->capture_default_str();
     cmd->add_option("--warmup", o->warmup, "Untimed steps first")->capture_default_str();
     cmd->add_option("--threads", o->threads, "Threads (default: all cores)");
-    app::add_precision_option(cmd, o->precision);
+    auto* precision = app::add_precision_option(cmd, o->precision);
+    // The PyTorch peer's spellings: --bf16 (its autocast) and --channels-last (ours is always NHWC).
+    cmd->add_flag("--bf16", o->bf16, "Same as --precision bf16 (the PyTorch peer's flag)")->excludes(precision);
+    cmd->add_flag("--channels-last", o->channels_last,
+                  "Accepted for the PyTorch peer's command line: activations here are always channels-last (NHWC)");
     cmd->add_flag("--json", o->json, "One JSON line");
     cmd->add_flag("--profile", o->profile, "Time per op kind, forward and backward");
     cmd->add_flag("--peak", o->peak,
@@ -182,7 +186,7 @@ std::function<int()> setup(CLI::App& root) {
         if (o->peak) return run_peak(*o);
         if (o->threads > 0) set_num_threads(o->threads);
         if (o->gemm) return run_gemm(*o);
-        PrecisionGuard precision_scope(parse_precision(o->precision));
+        PrecisionGuard precision_scope(o->bf16 ? Precision::BF16 : parse_precision(o->precision));
         // The limit fraction_of_peak compares with: cached per CPU model, or measured now (~0.3 s),
         // before anything is timed.
         bool peak_cached = false;
@@ -257,6 +261,8 @@ std::function<int()> setup(CLI::App& root) {
                          {"gemm_backend", gemm_backend_name()},
                          {"matmul_precision", gemm_precision_name()},
                          {"precision", precision_name(cnx::precision())},
+                         {"bf16", cnx::precision() == Precision::BF16},
+                         {"channels_last", true},
                          {"gemm_kernels", path_name(calls.bf16, calls.fp32 + calls.openblas, "fp32")},
                          {"bf16_gemm_calls", calls.bf16},
                          {"fp32_gemm_calls", calls.fp32 + calls.openblas},

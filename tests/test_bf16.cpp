@@ -733,6 +733,17 @@ TEST_CASE("bf16 CLI: bench --precision says which path ran", "[bf16][cli]") {
     CHECK(j.at("gemm_kernels") == "fp32");
     CHECK(j.at("saved_activations") == "bf16");
 
+    // the PyTorch peer's spellings
+    const std::string peer_args = " bench --model convnext_atto --batch-size 2 --image-size 32 --num-classes 10 "
+                                  "--mode infer --steps 1 --warmup 0 --threads 1 --json ";
+    auto peer = cli_test::shell(std::string(CONVNEXT_CLI) + peer_args + "--bf16 --channels-last", false);
+    REQUIRE(peer.code == 0);
+    j = last_json(peer.output);
+    CHECK(j.at("precision") == "bf16");
+    CHECK(j.at("bf16") == true);
+    CHECK(j.at("channels_last") == true);
+    CHECK(last_json(cli_test::shell(std::string(CONVNEXT_CLI) + peer_args, false).output).at("bf16") == false);
+
     auto bad = cli_test::run(args + "fp16");
     CHECK(bad.code != 0);
     CHECK(bad.output.find("--precision") != std::string::npos);
