@@ -10,24 +10,28 @@
 #include <nlohmann/json.hpp>
 
 #include "apps/command.h"
+#include "apps/precision_option.h"
 #include "bench/gemm_shapes.h"
 #include "core/autograd.h"
 #include "core/cpu_info.h"
 #include "core/cpu_peak.h"
 #include "core/rng.h"
+#include "core/storage.h"
 #include "core/threads.h"
 #include "models/convnext.h"
 #include "ops/ops.h"
+#include "ops/precision.h"
+#include "ops/saved.h"
 #include "optim/optim.h"
 
 namespace {
 using namespace cnx;
 
 struct BenchOptions {
-    std::string model = "convnext_tiny", mode = "train";
+    std::string model = "convnext_tiny", mode = "train", precision = "fp32";
     int64_t batch_size = 16, image_size = 224, num_classes = 1000, in_chans = 3, steps = 3, warmup = 1;
     int threads = 0;
-    bool json = false, profile = false, peak = false, gemm = false;
+    bool json = false, profile = false, peak = false, gemm = false, bf16 = false, channels_last = false;
     int reps = 5;
 };
 
@@ -35,6 +39,21 @@ double peak_rss_mb() {
     rusage ru{};
     getrusage(RUSAGE_SELF, &ru);
     return ru.ru_maxrss / 1024.0;  // Linux reports KiB
+}
+
+// User + system CPU seconds of the whole process (all threads) so far.
+double process_cpu_seconds() {
+    rusage ru{};
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6 + ru.ru_stime.tv_sec + ru.ru_stime.tv_usec * 1e-6;
+}
+
+// What the timed steps ran: "bf16" / "fp32" when every call (or tensor) took that path, "mixed"
+// otherwise, "none" when there was nothing.
+const char* path_name(int64_t bf16, int64_t other, const char* other_name) {
+    if (bf16 == 0 && other == 0) return "none";
+    if (other == 0) return "bf16";
+    return bf16 == 0 ? other_name : "mixed";
 }
 
 // --peak: measure now, store in the per-CPU cache, print.
@@ -149,6 +168,11 @@ std::function<int()> setup(CLI::App& root) {
     cmd->add_option("--steps", o->steps, "Timed steps")->capture_default_str();
     cmd->add_option("--warmup", o->warmup, "Untimed steps first")->capture_default_str();
     cmd->add_option("--threads", o->threads, "Threads (default: all cores)");
+    auto* precision = app::add_precision_option(cmd, o->precision);
+    // The PyTorch peer's spellings: --bf16 (its autocast) and --channels-last (ours is always NHWC).
+    cmd->add_flag("--bf16", o->bf16, "Same as --precision bf16 (the PyTorch peer's flag)")->excludes(precision);
+    cmd->add_flag("--channels-last", o->channels_last,
+                  "Accepted for the PyTorch peer's command line: activations here are always channels-last (NHWC)");
     cmd->add_flag("--json", o->json, "One JSON line");
     cmd->add_flag("--profile", o->profile, "Time per op kind, forward and backward");
     cmd->add_flag("--peak", o->peak,
@@ -162,6 +186,7 @@ std::function<int()> setup(CLI::App& root) {
         if (o->peak) return run_peak(*o);
         if (o->threads > 0) set_num_threads(o->threads);
         if (o->gemm) return run_gemm(*o);
+        PrecisionGuard precision_scope(o->bf16 ? Precision::BF16 : parse_precision(o->precision));
         // The limit fraction_of_peak compares with: cached per CPU model, or measured now (~0.3 s),
         // before anything is timed.
         bool peak_cached = false;
@@ -200,9 +225,15 @@ std::function<int()> setup(CLI::App& root) {
             autograd::profile_reset();
             autograd::set_profiling(true);
         }
+        reset_gemm_call_counts();
+        reset_saved_stats();
+        const double cpu0 = process_cpu_seconds();
         auto t0 = std::chrono::steady_clock::now();
         for (int64_t i = 0; i < o->steps; ++i) step();
         double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / std::max<int64_t>(1, o->steps);
+        const double cpu_step = (process_cpu_seconds() - cpu0) / std::max<int64_t>(1, o->steps);
+        const GemmCallCounts calls = gemm_call_counts();
+        const SavedStats saved = saved_stats();
         autograd::set_profiling(false);
         const char* coretype = std::getenv("OPENBLAS_CORETYPE");
         // Conv + linear FLOPs of the step (a training step: forward, and backward's two GEMMs per
@@ -219,6 +250,7 @@ std::function<int()> setup(CLI::App& root) {
                          {"img_per_s", o->batch_size / dt},
                          {"step_s", dt},
                          {"peak_rss_mb", peak_rss_mb()},
+                         {"peak_tensor_mb", allocator::peak_live_bytes() / 1048576.0},
                          {"threads", get_num_threads()},
                          {"openblas_coretype", coretype ? coretype : ""},
                          {"gflops", gflops},
@@ -227,15 +259,28 @@ std::function<int()> setup(CLI::App& root) {
                          {"peak_source", peak_cached ? "cache" : "measured"},
                          {"cpu", cpu_info().model_name},
                          {"gemm_backend", gemm_backend_name()},
-                         {"matmul_precision", gemm_precision_name()}};
+                         {"matmul_precision", gemm_precision_name()},
+                         {"precision", precision_name(cnx::precision())},
+                         {"bf16", cnx::precision() == Precision::BF16},
+                         {"channels_last", true},
+                         {"gemm_kernels", path_name(calls.bf16, calls.fp32 + calls.openblas, "fp32")},
+                         {"bf16_gemm_calls", calls.bf16},
+                         {"fp32_gemm_calls", calls.fp32 + calls.openblas},
+                         {"saved_activations", path_name(saved.bf16_tensors, saved.kept_tensors, "fp32")},
+                         {"saved_mb_per_step", (saved.bf16_bytes + saved.kept_bytes) / 1048576.0 /
+                                                   std::max<int64_t>(1, o->steps)},
+                         {"cpu_s_per_step", cpu_step}};
         if (o->json)
             std::cout << j.dump() << "\n";
         else
-            std::printf("%s %s batch %lld at %lld: %.2f img/s, %.3f s/step, peak RSS %.0f MB, %d threads, "
-                        "%.1f GFLOP/s = %.0f%% of the fp32 limit (%.1f GFLOP/s, %s)\n",
+            std::printf("%s %s batch %lld at %lld, %s: %.2f img/s, %.3f s/step (%.3f CPU-s), peak RSS %.0f MB, %d "
+                        "threads, %.1f GFLOP/s = %.0f%% of the fp32 limit (%.1f GFLOP/s, %s); GEMMs %s, saved "
+                        "activations %s\n",
                         o->model.c_str(), o->mode.c_str(), (long long)o->batch_size, (long long)o->image_size,
-                        o->batch_size / dt, dt, peak_rss_mb(), get_num_threads(), gflops, 100 * gflops / peak_gflops,
-                        peak_gflops, peak_cached ? "cached" : "measured now");
+                        j.at("precision").get<std::string>().c_str(), o->batch_size / dt, dt, cpu_step, peak_rss_mb(),
+                        get_num_threads(), gflops, 100 * gflops / peak_gflops, peak_gflops,
+                        peak_cached ? "cached" : "measured now", j.at("gemm_kernels").get<std::string>().c_str(),
+                        j.at("saved_activations").get<std::string>().c_str());
         if (o->profile) {
             auto rep = autograd::profile_report();
             double total = 0;

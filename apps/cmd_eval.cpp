@@ -9,6 +9,7 @@
 #include "apps/command.h"
 #include "apps/inference.h"
 #include "apps/pictures.h"
+#include "apps/precision_option.h"
 #include "apps/run_common.h"
 #include "data/image_folder.h"
 #include "train/train.h"
@@ -21,6 +22,7 @@ struct EvalOptions {
     train::DataConfig data;
     app::ModelSpec model;
     std::string weights, classes;
+    std::string precision = "fp32";
     int64_t num_classes = 0, batch_size = 32;
     int workers = 2;
     bool json_out = false, skip_bad_images = false;
@@ -44,7 +46,9 @@ std::function<int()> setup(CLI::App& root) {
     cmd->add_flag("--json", o->json_out, "Print one JSON object");
     cmd->add_option("--val-limit", o->data.val_limit, "Use only the first N images");
     cmd->add_option("--plot", o->plot, "Also draw the confusion matrix and per-class accuracy (PNG)");
+    app::add_precision_option(cmd, o->precision);
     return [o, cmd]() -> int {
+        PrecisionGuard precision(parse_precision(o->precision));
         // A weights file written by convnext train supplies what the flags leave out.
         const io::ModelMetadata md = io::read_model_metadata(o->weights);
         app::apply_eval_metadata(md, {cmd->count("--model") > 0, cmd->count("--image-size") > 0, cmd->count("--crop-pct") > 0},

@@ -15,6 +15,7 @@
 #include "apps/command.h"
 #include "apps/inference.h"
 #include "apps/pictures.h"
+#include "apps/precision_option.h"
 #include "viz/gradcam.h"
 
 namespace {
@@ -28,6 +29,7 @@ struct GradcamOptions {
     std::string target_class;  // index or label; "": top-1
     std::string layer = "stages.3";
     std::string out, grid;
+    std::string precision = "fp32";
     bool json = false;
 };
 
@@ -60,6 +62,7 @@ std::vector<std::string> overlay_paths(const std::vector<std::string>& images, c
 }
 
 int run_gradcam(const GradcamOptions& o) {
+    PrecisionGuard precision(parse_precision(o.precision));
     std::vector<std::string> images = app::expand_images(o.images, "gradcam");
     app::InferenceModel im = app::load_inference_model(o.in, "gradcam");
     viz::GradCamOptions go;
@@ -116,6 +119,7 @@ std::function<int()> setup(CLI::App& root) {
     cmd->add_flag("--json", o->json,
                   "One JSON object per image: {\"image\", \"class\", \"label\", \"prob\", \"layer\", \"cam\"} with cam "
                   "the [h][w] grid at the layer's resolution, scaled to [0, 1]");
+    app::add_precision_option(cmd, o->precision);
     return [o] { return run_gradcam(*o); };
 }
 

@@ -17,6 +17,7 @@
 #include "apps/command.h"
 #include "apps/inference.h"
 #include "apps/pictures.h"
+#include "apps/precision_option.h"
 #include "core/autograd.h"
 #include "models/convnext.h"
 #include "ops/softmax.h"
@@ -30,12 +31,14 @@ struct PredictOptions {
     app::InferenceOptions in;  // model, weights, classes, sizes (apps/inference.h)
     std::vector<std::string> images;
     int64_t topk = 5, batch = 8;
+    std::string precision = "fp32";
     bool json = false;
     std::string grid;  // --grid FILE.png
 };
 
 int run_predict(const PredictOptions& o) {
     using namespace cnx;
+    PrecisionGuard precision(parse_precision(o.precision));
     std::vector<std::string> images = app::expand_images(o.images, "predict");
     app::InferenceModel im = app::load_inference_model(o.in, "predict");
     auto& model = im.model;
@@ -97,6 +100,7 @@ std::function<int()> setup(CLI::App& root) {
     cmd->add_option("--grid", o->grid,
                     "Also draw the images in a grid with their top-1 label and probability (PNG); green when the "
                     "image's folder names the predicted class, red when it names another");
+    app::add_precision_option(cmd, o->precision);
     return [o] { return run_predict(*o); };
 }
 

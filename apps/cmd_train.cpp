@@ -13,12 +13,14 @@
 #include <nlohmann/json.hpp>
 
 #include "apps/command.h"
+#include "apps/precision_option.h"
 #include "apps/run_common.h"
 #include "core/autograd.h"
 #include "core/rng.h"
 #include "core/threads.h"
 #include "dist/dist.h"
 #include "io/model_metadata.h"
+#include "ops/gemm.h"
 #include "train/train.h"
 
 namespace {
@@ -30,6 +32,7 @@ struct TrainOptions {
     train::DataConfig data;
     app::ModelSpec model;
     std::string weights, out;
+    std::string precision = "fp32";
     int64_t num_classes = 0, epochs = 10, batch_size = 8, accum_steps = 1, warmup_epochs = 1;
     double lr = 5e-4, wd = 0.05, drop_path = 0, label_smoothing = 0, mixup = 0, cutmix = 0, clip_grad = 0;
     double ema_decay = 0.9999, layer_decay = 1.0;
@@ -81,6 +84,10 @@ train::Callbacks terminal_report(const TrainOptions& opt, const train::DataSets&
                     distributed ? "global " : "", (long long)opt.batch_size * info.world_size,
                     (long long)opt.accum_steps, (long long)info.steps_per_epoch, (long long)opt.epochs, opt.lr, opt.wd,
                     (long long)opt.warmup_epochs);
+        if (precision() == Precision::BF16)  // fit() has set it on this thread
+            std::printf("precision bf16: %s GEMMs, activations saved for backward in bfloat16; weights, gradients "
+                        "and optimiser state float32\n",
+                        gemm_precision_name());
         std::printf("writing to %s\n", opt.out.c_str());
         std::fflush(stdout);
     };
@@ -172,6 +179,7 @@ std::function<int()> setup(CLI::App& root) {
     cmd->add_flag("--overwrite", o->overwrite, "Start afresh in an --out folder that already holds a run");
     cmd->add_option("--show-predictions", o->show_predictions, "Validation images to predict at the end")
         ->capture_default_str();
+    app::add_precision_option(cmd, o->precision);
     return [o]() -> int {
         TrainOptions& opt = *o;
         const int rank = dist::rank();
@@ -221,6 +229,7 @@ std::function<int()> setup(CLI::App& root) {
         to.resume = opt.resume, to.overwrite = opt.overwrite;
         to.stop_after_epochs = opt.stop_after_epochs, to.checkpoint_every = opt.checkpoint_every;
         to.model_name = opt.model.name;
+        to.precision = parse_precision(opt.precision);
         io::ModelMetadata meta;  // what predict, eval and gradcam read back (io/model_metadata.h)
         meta.model = opt.model.name;
         meta.depths = model->options().depths, meta.dims = model->options().dims;

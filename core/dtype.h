@@ -1,6 +1,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -9,15 +10,59 @@
 
 namespace cnx {
 
-// float32 trains; float64 exists so every op can be gradchecked by finite differences.
-enum class DType { F32, F64 };
+// float32 trains; float64 exists so every op can be gradchecked by finite differences; bfloat16
+// is a storage type (activations saved for backward under --precision bf16, half-size weight
+// files): ops compute in float32 and read or write bfloat16 where they say so. CNX_DISPATCH (below)
+// covers float32 and float64 only, so an op handed a bfloat16 tensor it does not expect fails
+// with a clear error instead of misreading it.
+enum class DType { F32, F64, BF16 };
 
-inline size_t dtype_size(DType d) { return d == DType::F32 ? 4 : 8; }
-inline const char* dtype_name(DType d) { return d == DType::F32 ? "float32" : "float64"; }
+inline size_t dtype_size(DType d) { return d == DType::F32 ? 4 : d == DType::F64 ? 8 : 2; }
+inline const char* dtype_name(DType d) {
+    return d == DType::F32 ? "float32" : d == DType::F64 ? "float64" : "bfloat16";
+}
+
+// bfloat16 (Kalamkar et al. 2019, "A Study of BFLOAT16 for Deep Learning Training"): the top half
+// of a float32 -- sign, the 8-bit exponent, 7 mantissa bits -- so it spans float32's range with
+// ~3 significant digits. Widening to float32 is exact (a shift); narrowing rounds to nearest,
+// ties to even, as torch.Tensor.to(torch.bfloat16) does: overflow goes to infinity, NaN stays a
+// (quiet) NaN with its sign, subnormals round like any other value.
+struct BFloat16 {
+    uint16_t bits = 0;
+};
+
+inline float bf16_to_float(BFloat16 b) {
+    const uint32_t u = (uint32_t)b.bits << 16;
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+}
+
+inline BFloat16 float_to_bf16(float f) {
+    uint32_t u;
+    std::memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return BFloat16{(uint16_t)((u >> 16) | 0x0040u)};  // NaN: set the quiet bit
+    u += 0x7fffu + ((u >> 16) & 1u);  // round half to even on the 16 bits dropped
+    return BFloat16{(uint16_t)(u >> 16)};
+}
+
+// Bulk conversions (loops the compiler vectorises); ops/saved.h has multi-threaded ones.
+inline void bf16_from_float(const float* src, BFloat16* dst, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) dst[i] = float_to_bf16(src[i]);
+}
+inline void bf16_to_float(const BFloat16* src, float* dst, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_float(src[i]);
+}
+
+// A stored element in the type kernels compute in: itself, or a bfloat16 widened to float32. Lets a
+// kernel template over its input's storage type (float, double or BFloat16) read it one way.
+template <class T> inline T widen(T v) { return v; }
+inline float widen(BFloat16 v) { return bf16_to_float(v); }
 
 template <class T> struct dtype_of;
 template <> struct dtype_of<float> { static constexpr DType value = DType::F32; };
 template <> struct dtype_of<double> { static constexpr DType value = DType::F64; };
+template <> struct dtype_of<BFloat16> { static constexpr DType value = DType::BF16; };
 
 using Shape = std::vector<int64_t>;
 
@@ -49,6 +94,6 @@ inline std::string shape_str(const Shape& s) {
         switch (DTYPE) {                                                   \
             case ::cnx::DType::F32: { using scalar_t = float; __VA_ARGS__ } break;  \
             case ::cnx::DType::F64: { using scalar_t = double; __VA_ARGS__ } break; \
-            default: ::cnx::fail(OPNAME, ": unsupported dtype");            \
+            default: ::cnx::fail(OPNAME, ": unsupported dtype ", ::cnx::dtype_name(DTYPE)); \
         }                                                                  \
     } while (0)

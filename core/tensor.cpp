@@ -144,12 +144,18 @@ Tensor Tensor::reshape(const Shape& new_shape) const {
 
 double Tensor::item() const {
     CNX_CHECK(numel() == 1, "item: tensor ", str(), " has ", numel(), " elements, not one");
+    if (dtype() == DType::BF16) return bf16_to_float(data<BFloat16>()[0]);
     return dtype() == DType::F32 ? (double)data<float>()[0] : data<double>()[0];
 }
 
 std::vector<double> Tensor::to_vector() const {
     CNX_CHECK(!is_meta(), "to_vector: tensor ", str(), " is a meta tensor (shape only): it has no data");
     std::vector<double> v(numel());
+    if (dtype() == DType::BF16) {
+        const BFloat16* p = data<BFloat16>();
+        for (int64_t i = 0; i < numel(); ++i) v[i] = bf16_to_float(p[i]);
+        return v;
+    }
     CNX_DISPATCH(dtype(), "to_vector", {
         const scalar_t* p = data<scalar_t>();
         for (int64_t i = 0; i < numel(); ++i) v[i] = p[i];
@@ -259,14 +265,25 @@ void copy_(Tensor& dst, const Tensor& src) {
         std::memcpy(dst.raw_data(), src.raw_data(), dst.nbytes());
         return;
     }
+    const int64_t n = dst.numel();
+    if (dst.dtype() == DType::BF16) {  // from float32 directly, from float64 through float32
+        BFloat16* d = dst.data<BFloat16>();
+        if (src.dtype() == DType::F32) return bf16_from_float(src.data<float>(), d, n);
+        const double* s = src.data<double>();
+        for (int64_t i = 0; i < n; ++i) d[i] = float_to_bf16((float)s[i]);
+        return;
+    }
     CNX_DISPATCH(dst.dtype(), "copy_", {
         scalar_t* d = dst.data<scalar_t>();
         if (src.dtype() == DType::F32) {
             const float* s = src.data<float>();
-            for (int64_t i = 0; i < dst.numel(); ++i) d[i] = (scalar_t)s[i];
+            for (int64_t i = 0; i < n; ++i) d[i] = (scalar_t)s[i];
+        } else if (src.dtype() == DType::BF16) {
+            const BFloat16* s = src.data<BFloat16>();
+            for (int64_t i = 0; i < n; ++i) d[i] = (scalar_t)bf16_to_float(s[i]);
         } else {
             const double* s = src.data<double>();
-            for (int64_t i = 0; i < dst.numel(); ++i) d[i] = (scalar_t)s[i];
+            for (int64_t i = 0; i < n; ++i) d[i] = (scalar_t)s[i];
         }
     });
 }

@@ -74,7 +74,7 @@ public:
 
     Tensor detach() const;  // shares storage, no history
     Tensor clone() const;   // copies data, no history
-    Tensor to(DType dtype) const;  // copy converted (no history)
+    Tensor to(DType dtype) const;  // copy converted (no history); to bfloat16 rounds to nearest even
     // A view with a new shape over the same storage (one dim may be -1). Records a node when
     // the tensor requires grad, so backward flows through views.
     Tensor reshape(const Shape& shape) const;
@@ -115,7 +115,7 @@ Tensor empty_like(const Tensor& t);
 
 // Fills, no autograd: for initialisers and optimisers.
 void fill_(Tensor& t, double value);
-void copy_(Tensor& dst, const Tensor& src);  // same numel; converts dtype
+void copy_(Tensor& dst, const Tensor& src);  // same numel; converts dtype (to bfloat16: nearest even)
 // dst += alpha * src, no autograd (gradient accumulation, optimisers).
 void add_inplace(Tensor& dst, const Tensor& src, double alpha = 1.0);
 

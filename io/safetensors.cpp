@@ -7,6 +7,7 @@
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <vector>
 
 #include "io/atomic_file.h"
 
@@ -63,12 +64,7 @@ float half_to_float(uint16_t h) {
     return sign ? -v : v;
 }
 
-float bf16_to_float(uint16_t b) {
-    uint32_t bits = (uint32_t)b << 16;
-    float v;
-    std::memcpy(&v, &bits, 4);
-    return v;
-}
+float bf16_bits_to_float(uint16_t b) { return bf16_to_float(BFloat16{b}); }
 
 // float8 e4m3fn: bias 7, no infinities, S.1111.111 is NaN.
 float f8e4m3_to_float(uint8_t b) {
@@ -106,7 +102,7 @@ void convert(const unsigned char* src, FileType type, Out* dst, int64_t n) {
         case FileType::F64: convert_as<double>(src, dst, n, same); break;
         case FileType::F32: convert_as<float>(src, dst, n, same); break;
         case FileType::F16: convert_as<uint16_t>(src, dst, n, half_to_float); break;
-        case FileType::BF16: convert_as<uint16_t>(src, dst, n, bf16_to_float); break;
+        case FileType::BF16: convert_as<uint16_t>(src, dst, n, bf16_bits_to_float); break;
         case FileType::F8_E4M3: convert_as<uint8_t>(src, dst, n, f8e4m3_to_float); break;
         case FileType::F8_E5M2: convert_as<uint8_t>(src, dst, n, f8e5m2_to_float); break;
         case FileType::I64: convert_as<int64_t>(src, dst, n, same); break;
@@ -249,8 +245,21 @@ Tensor make_tensor(const SafetensorsEntry& e, DType want, bool keep_f64) {
 
 void fill_tensor(Tensor& t, const SafetensorsEntry& e, const unsigned char* bytes) {
     FileType type = find_type(e.dtype)->type;
+    if (t.dtype() == DType::BF16) {  // BF16 bits as they are; anything else through float32, rounded
+        BFloat16* dst = t.data<BFloat16>();
+        if (type == FileType::BF16) {
+            std::memcpy(dst, bytes, t.nbytes());
+            return;
+        }
+        std::vector<float> f(t.numel());
+        convert(bytes, type, f.data(), t.numel());
+        bf16_from_float(f.data(), dst, t.numel());
+        return;
+    }
     CNX_DISPATCH(t.dtype(), "safetensors", { convert(bytes, type, t.data<scalar_t>(), t.numel()); });
 }
+
+const char* file_dtype_name(DType d) { return d == DType::F32 ? "F32" : d == DType::F64 ? "F64" : "BF16"; }
 
 // Reads exactly n bytes or fails naming the file.
 void read_exact(FILE* f, void* dst, size_t n, const std::string& file, const std::string& what) {
@@ -325,7 +334,7 @@ std::string build_header(const NamedTensors& tensors, const Metadata& metadata) 
         for (size_t i = 0; i < t.shape().size(); ++i) shape += (i ? "," : "") + std::to_string(t.shape()[i]);
         shape += "]";
         uint64_t end = pos + t.nbytes();
-        h += quoted(name, "tensor name") + ":{\"dtype\":\"" + (t.dtype() == DType::F32 ? "F32" : "F64") +
+        h += quoted(name, "tensor name") + ":{\"dtype\":\"" + file_dtype_name(t.dtype()) +
              "\",\"shape\":" + shape + ",\"data_offsets\":[" + std::to_string(pos) + "," + std::to_string(end) + "]}";
         pos = end;
     }
@@ -396,7 +405,7 @@ SafetensorsFile load_safetensors(const std::string& path, DType want, bool keep_
     for (auto& e : h.entries) {
         Tensor t = make_tensor(e, want, keep_f64);
         size_t bytes = (size_t)(e.end - e.begin);
-        bool same = (e.dtype == "F32" && t.dtype() == DType::F32) || (e.dtype == "F64" && t.dtype() == DType::F64);
+        const bool same = e.dtype == file_dtype_name(t.dtype());
         if (same) {
             read_exact(fc.f, t.raw_data(), bytes, path, "tensor '" + e.name + "'");
         } else {

@@ -47,15 +47,16 @@ struct SafetensorsHeader {
     uint64_t data_start = 0;  // 8 + header length
 };
 
-// want: the dtype every tensor is converted to. keep_f64: F64 tensors stay F64 (the others
-// still become `want`), for files that mix exact double state with float weights.
+// want: the dtype every tensor is converted to (to bfloat16: rounded to nearest even; BF16 entries
+// keep their bits). keep_f64: F64 tensors stay F64 (the others still become `want`), for files
+// that mix exact double state with float weights.
 SafetensorsFile load_safetensors(const std::string& path, DType want = DType::F32, bool keep_f64 = false);
 SafetensorsFile load_safetensors_from_buffer(const void* data, size_t size, DType want = DType::F32,
                                              bool keep_f64 = false, const std::string& name = "<buffer>");
 // Reads and validates only the header (no tensor data is read).
 SafetensorsHeader read_safetensors_header(const std::string& path);
 
-// F32 tensors are written as F32, F64 as F64, keys in the given order. The file is replaced
+// F32 tensors are written as F32, F64 as F64, bfloat16 as BF16, keys in the given order. The file is replaced
 // atomically (io/atomic_file.h). Names must be unique, non-empty and not "__metadata__".
 void save_safetensors(const std::string& path, const NamedTensors& tensors, const Metadata& metadata = {});
 std::string save_safetensors_to_buffer(const NamedTensors& tensors, const Metadata& metadata = {});

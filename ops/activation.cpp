@@ -14,8 +14,10 @@
 #include <limits>
 
 #include "core/autograd.h"
+#include "core/meta.h"
 #include "ops/kernels/gelu_math.h"
 #include "ops/parallel.h"
+#include "ops/saved.h"
 
 namespace cnx {
 namespace {
@@ -109,17 +111,17 @@ void gelu_forward(T* out, const T* x, int64_t n, bool approx) {
     }
 }
 
-template <class T>
-void gelu_backward(T* dx, const T* dout, const T* x, int64_t n, bool approx) {
+template <class T, class TX>
+void gelu_backward(T* dx, const T* dout, const TX* x, int64_t n, bool approx) {
     if (approx) {
         parallel_range(n, n >= kParallelMinCostly ? 4096 : n, [&](int64_t i0, int64_t i1) {
 #pragma omp simd
-            for (int64_t i = i0; i < i1; ++i) dx[i] = dout[i] * gelu_tanh_grad(x[i]);
+            for (int64_t i = i0; i < i1; ++i) dx[i] = dout[i] * gelu_tanh_grad(widen(x[i]));
         });
     } else {
         parallel_range(n, n >= kParallelMinCostly ? 4096 : n, [&](int64_t i0, int64_t i1) {
 #pragma omp simd
-            for (int64_t i = i0; i < i1; ++i) dx[i] = dout[i] * gelu_exact_grad(x[i]);
+            for (int64_t i = i0; i < i1; ++i) dx[i] = dout[i] * gelu_exact_grad(widen(x[i]));
         });
     }
 }
@@ -133,12 +135,17 @@ Tensor gelu(const Tensor& x, bool tanh_approximation) {
         gelu_forward<scalar_t>(out.data<scalar_t>(), x.data<scalar_t>(), x.numel(), tanh_approximation);
     });
     if (autograd::needs_grad({x})) {
-        Tensor xd = x.detach();
-        autograd::record("gelu", out, {x}, [xd, tanh_approximation](const Tensor& g) -> std::vector<Tensor> {
+        const SavedTensor sx = save_for_backward(x);
+        autograd::record("gelu", out, {x}, [sx, tanh_approximation](const Tensor& g) -> std::vector<Tensor> {
             Tensor dx = empty_like(g);
+            if (sx.is_bf16() && !meta_mode()) {
+                gelu_backward<float>(dx.data<float>(), g.data<float>(), sx.stored().data<BFloat16>(), g.numel(),
+                                     tanh_approximation);
+                return {dx};
+            }
             CNX_DISPATCH(g.dtype(), "gelu backward", {
-                gelu_backward<scalar_t>(dx.data<scalar_t>(), g.data<scalar_t>(), xd.data<scalar_t>(), g.numel(),
-                                        tanh_approximation);
+                gelu_backward<scalar_t>(dx.data<scalar_t>(), g.data<scalar_t>(), sx.stored().data<scalar_t>(),
+                                        g.numel(), tanh_approximation);
             });
             return {dx};
         });

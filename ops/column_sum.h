@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <memory>
 
+#include "core/dtype.h"
 #include "ops/parallel.h"
 
 namespace cnx {
@@ -26,6 +27,14 @@ inline void add_rows(double* acc, const T* rows, int64_t nrows, int64_t stride, 
         const T* a = rows + r * stride;
 #pragma omp simd
         for (int64_t j = 0; j < n; ++j) acc[j] += (double)a[j];
+    }
+}
+
+// The same over rows stored in bfloat16 (widened exactly).
+inline void add_rows(double* acc, const BFloat16* rows, int64_t nrows, int64_t stride, int64_t n) {
+    for (int64_t r = 0; r < nrows; ++r) {
+        const BFloat16* a = rows + r * stride;
+        for (int64_t j = 0; j < n; ++j) acc[j] += (double)bf16_to_float(a[j]);
     }
 }
 

@@ -9,6 +9,7 @@
 #include "ops/conv2d.h"
 
 #include <algorithm>
+#include <type_traits>
 #include <vector>
 
 #include "core/autograd.h"
@@ -16,6 +17,7 @@
 #include "ops/depthwise_conv2d.h"
 #include "ops/gemm.h"
 #include "ops/parallel.h"
+#include "ops/saved.h"
 
 namespace cnx {
 namespace {
@@ -130,7 +132,7 @@ void im2col(const T* x, T* cols, const ConvGeom& g, int64_t grp) {
                         const int64_t w = wo * g.stride - g.pad + j;
                         T* dst = crow + (i * g.kw + j) * cg;
                         if (h < 0 || h >= g.H || w < 0 || w >= g.W)
-                            std::fill(dst, dst + cg, T(0));
+                            std::fill(dst, dst + cg, T{});
                         else {
                             const T* src = x + ((n * g.H + h) * g.W + w) * g.Cin + c0;
                             std::copy(src, src + cg, dst);
@@ -215,13 +217,15 @@ void conv_forward(const T* x, const T* w, const T* bias, T* y, const ConvGeom& g
     }
 }
 
-// dx (may be null), dw (may be null), db (may be null) from gy[M, Cout].
-template <class T>
-void conv_backward(const T* gy, const T* x, const T* w, T* dx, T* dw, T* db, const ConvGeom& g) {
+// dx (may be null), dw (may be null), db (may be null) from gy[M, Cout]. TX: how x was saved (T,
+// or BFloat16: its patches are gathered in bfloat16 and the GEMM reads them as they are).
+template <class T, class TX>
+void conv_backward(const T* gy, const TX* x, const T* w, T* dx, T* dw, T* db, const ConvGeom& g) {
     const int64_t M = g.M(), K = g.K(), cog = g.cout_g();
     if (db) sum_rows<T>(gy, M, g.Cout, db);
     if (!dx && !dw) return;
-    Scratch<T> wbuf, dwbuf, buf, dbuf;
+    Scratch<T> wbuf, dwbuf, dbuf;
+    Scratch<TX> buf;
     T* wr = dx ? wbuf.get(g.Cout * K) : nullptr;
     T* dwr = dw ? dwbuf.get(g.Cout * K) : nullptr;
     if (dx) pack_weight(w, wr, g.Cout, g.cin_g(), g.kh, g.kw);
@@ -229,8 +233,12 @@ void conv_backward(const T* gy, const T* x, const T* w, T* dx, T* dw, T* db, con
     for (int64_t grp = 0; grp < g.groups; ++grp) {
         const T* gyg = gy + grp * cog;  // [M, Cout_g] block, row stride Cout
         if (dw) {                       // dwr_g[Cout_g, K] = gy_g^T · cols_g
-            const T* cols = gather(x, buf, g, grp);
-            gemm<T>(true, false, cog, K, M, T(1), gyg, g.Cout, cols, K, T(0), dwr + grp * cog * K, K);
+            const TX* cols = gather(x, buf, g, grp);
+            if constexpr (std::is_same<TX, T>::value)
+                gemm<T>(true, false, cog, K, M, T(1), gyg, g.Cout, cols, K, T(0), dwr + grp * cog * K, K);
+            else
+                gemm_mixed<T, TX>(true, false, cog, K, M, 1.0f, gyg, g.Cout, cols, K, 0.0f, dwr + grp * cog * K, K,
+                                  GemmEpilogue<float>{});
         }
         if (dx) {  // dcols[M, K] = gy_g · wr_g, then back to image positions (1x1: dx is dcols)
             T* dcols = one_by_one ? dx : dbuf.get(M * K);
@@ -259,7 +267,8 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int str
     if (autograd::needs_grad({x, weight, bias})) {
         const bool need_x = x.requires_grad(), need_w = weight.requires_grad();
         const bool need_b = bias.defined() && bias.requires_grad();
-        Tensor sx = need_w ? x.detach() : Tensor();  // x only for dW (patches are re-gathered)
+        // x only for dW (patches are re-gathered)
+        const SavedTensor sx = need_w ? save_for_backward(x) : SavedTensor();
         Tensor sw = need_x ? weight.detach() : Tensor();
         autograd::record("conv2d", y, {x, weight, bias},
                          [sx, sw, need_x, need_w, need_b, geo](const Tensor& gy) -> std::vector<Tensor> {
@@ -267,8 +276,16 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int str
                              if (need_x) dx = Tensor::empty({geo.N, geo.H, geo.W, geo.Cin}, gy.dtype());
                              if (need_w) dw = Tensor::empty({geo.Cout, geo.cin_g(), geo.kh, geo.kw}, gy.dtype());
                              if (need_b) db = Tensor::empty({geo.Cout}, gy.dtype());
+                             if (sx.is_bf16() && !meta_mode()) {
+                                 conv_backward<float>(gy.data<float>(), sx.stored().data<BFloat16>(),
+                                                      need_x ? sw.data<float>() : nullptr,
+                                                      need_x ? dx.data<float>() : nullptr, dw.data<float>(),
+                                                      need_b ? db.data<float>() : nullptr, geo);
+                                 return {dx, dw, db};
+                             }
                              CNX_DISPATCH(gy.dtype(), "conv2d backward", {
-                                 conv_backward<scalar_t>(gy.data<scalar_t>(), need_w ? sx.data<scalar_t>() : nullptr,
+                                 conv_backward<scalar_t>(gy.data<scalar_t>(),
+                                                         need_w ? sx.stored().data<scalar_t>() : nullptr,
                                                          need_x ? sw.data<scalar_t>() : nullptr,
                                                          need_x ? dx.data<scalar_t>() : nullptr,
                                                          need_w ? dw.data<scalar_t>() : nullptr,

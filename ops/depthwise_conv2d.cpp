@@ -10,6 +10,7 @@
 #include "core/autograd.h"
 #include "core/meta.h"
 #include "ops/parallel.h"
+#include "ops/saved.h"
 
 namespace cnx {
 namespace {
@@ -88,8 +89,9 @@ inline bool tile_inside(int64_t wo0, int64_t WB, const DwGeom& g) {
 }
 
 // dst[r][q][0..CB) = x row r (rows apart by xrs), column w0 + q, channels from xp; zero outside [0, W).
-template <int CB, class T>
-void copy_window(T* dst, const T* xp, int64_t rows, int64_t xrs, int64_t w0, int64_t span, const DwGeom& g) {
+// (S: how x is stored; bfloat16 is widened.)
+template <int CB, class T, class S>
+void copy_window(T* dst, const S* xp, int64_t rows, int64_t xrs, int64_t w0, int64_t span, const DwGeom& g) {
     for (int64_t r = 0; r < rows; ++r, xp += xrs)
         for (int64_t q = 0; q < span; ++q, dst += CB) {
             const int64_t wi = w0 + q;
@@ -97,9 +99,9 @@ void copy_window(T* dst, const T* xp, int64_t rows, int64_t xrs, int64_t w0, int
 #pragma omp simd
                 for (int c = 0; c < CB; ++c) dst[c] = T(0);
             } else {
-                const T* src = xp + wi * g.C;
+                const S* src = xp + wi * g.C;
 #pragma omp simd
-                for (int c = 0; c < CB; ++c) dst[c] = src[c];
+                for (int c = 0; c < CB; ++c) dst[c] = widen(src[c]);
             }
         }
 }
@@ -266,8 +268,8 @@ void dw_backward_input_strided(const T* gy, const T* wt, T* dx, const DwGeom& g)
 
 // acc[j][c] += sum over b < WB of gp[b*C + c] * xp[(b + j)*xcs + c]: one kernel row of one tile,
 // stride 1, kw == KW, accumulators in registers across calls.
-template <int KW, int WB, int CB, class T>
-inline void wgrad_tile(T (&acc)[KW][CB], const T* gp, int64_t gcs, const T* xp, int64_t xcs) {
+template <int KW, int WB, int CB, class T, class TX>
+inline void wgrad_tile(T (&acc)[KW][CB], const T* gp, int64_t gcs, const TX* xp, int64_t xcs) {
     T gb[WB][CB];
 #pragma GCC unroll 8
     for (int b = 0; b < WB; ++b)
@@ -275,34 +277,35 @@ inline void wgrad_tile(T (&acc)[KW][CB], const T* gp, int64_t gcs, const T* xp, 
         for (int c = 0; c < CB; ++c) gb[b][c] = gp[b * gcs + c];
 #pragma GCC unroll 16
     for (int q = 0; q < WB + KW - 1; ++q) {  // input column q pairs with output b = q - j
-        const T* xq = xp + q * xcs;
+        const TX* xq = xp + q * xcs;
 #pragma GCC unroll 8
         for (int j = 0; j < KW; ++j) {
             const int b = q - j;
             if (b < 0 || b >= WB) continue;
 #pragma omp simd
-            for (int c = 0; c < CB; ++c) acc[j][c] += gb[b][c] * xq[c];
+            for (int c = 0; c < CB; ++c) acc[j][c] += gb[b][c] * widen(xq[c]);
         }
     }
 }
 
 // Plain loops over channels [c0, c1) of output row r: the generic path and the channel tail.
-template <class T>
-void wgrad_row_plain(T* pw, const T* grow, const T* x, int64_t n, int64_t ho, int64_t c0, int64_t c1, const DwGeom& g) {
+template <class T, class TX>
+void wgrad_row_plain(T* pw, const T* grow, const TX* x, int64_t n, int64_t ho, int64_t c0, int64_t c1,
+                     const DwGeom& g) {
     const int64_t C = g.C;
     for (int64_t i = 0; i < g.kh; ++i) {
         const int64_t hi = ho * g.stride - g.ph + i;
         if (hi < 0 || hi >= g.H) continue;
-        const T* xrow = x + (n * g.H + hi) * g.W * C;
+        const TX* xrow = x + (n * g.H + hi) * g.W * C;
         for (int64_t j = 0; j < g.kw; ++j) {
             T* acc = pw + (i * g.kw + j) * C;
             int64_t lo, hi_c;
             valid_cols(j, g.stride, g.pw, g.W, g.Wo, lo, hi_c);
             for (int64_t wo = lo; wo < hi_c; ++wo) {
                 const T* gp = grow + wo * C;
-                const T* xp = xrow + (wo * g.stride - g.pw + j) * C;
+                const TX* xp = xrow + (wo * g.stride - g.pw + j) * C;
 #pragma omp simd
-                for (int64_t c = c0; c < c1; ++c) acc[c] += gp[c] * xp[c];
+                for (int64_t c = c0; c < c1; ++c) acc[c] += gp[c] * widen(xp[c]);
             }
         }
     }
@@ -310,8 +313,8 @@ void wgrad_row_plain(T* pw, const T* grow, const T* x, int64_t n, int64_t ho, in
 
 // Tiled path for output row r (stride 1, kw == KW), channels [ca, cb) in blocks of CBX.
 // gwin/xwin: scratch for the border tiles' zero-padded g columns and x window.
-template <int KW, int CBX, class T>
-void wgrad_row_tiled(T* pw, const T* grow, const T* x, int64_t n, int64_t ho, int64_t ca, int64_t cb, T* gwin,
+template <int KW, int CBX, class T, class TX>
+void wgrad_row_tiled(T* pw, const T* grow, const TX* x, int64_t n, int64_t ho, int64_t ca, int64_t cb, T* gwin,
                      T* xwin, const DwGeom& g) {
     constexpr int WB = Tile<T>::WB;
     const int64_t C = g.C, span = WB + KW - 1;
@@ -332,7 +335,7 @@ void wgrad_row_tiled(T* pw, const T* grow, const T* x, int64_t n, int64_t ho, in
             }
         }
         for (int64_t i = i0; i < i1; ++i) {
-            const T* xrow = x + (n * g.H + ho - g.ph + i) * g.W * C + c0;
+            const TX* xrow = x + (n * g.H + ho - g.ph + i) * g.W * C + c0;
             T* pi = pw + i * KW * C + c0;
             T acc[KW][CBX];
             for (int j = 0; j < KW; ++j)
@@ -354,8 +357,8 @@ void wgrad_row_tiled(T* pw, const T* grow, const T* x, int64_t n, int64_t ho, in
     }
 }
 
-template <int KW, class T>
-void dw_backward_weight_impl(const T* gy, const T* x, T* dwt, T* db, const DwGeom& g) {
+template <int KW, class T, class TX>
+void dw_backward_weight_impl(const T* gy, const TX* x, T* dwt, T* db, const DwGeom& g) {
     constexpr int CB = Tile<T>::CB, HB = CB / 2, WB = Tile<T>::WB;
     const int64_t C = g.C, taps = g.kh * g.kw, Chalf = KW > 0 ? C - C % HB : 0;
     [[maybe_unused]] const int64_t Cfull = C - C % CB;  // (the generic KW = 0 path has no tiles)
@@ -397,8 +400,9 @@ void dw_backward_weight_impl(const T* gy, const T* x, T* dwt, T* db, const DwGeo
     }
 }
 
-template <class T>
-void dw_backward_weight(const T* gy, const T* x, T* dwt, T* db, const DwGeom& g) {
+// TX: how x was saved (T, or BFloat16, widened as the tiles read it).
+template <class T, class TX>
+void dw_backward_weight(const T* gy, const TX* x, T* dwt, T* db, const DwGeom& g) {
     if (dwt && g.stride == 1 && g.kw == 7) return dw_backward_weight_impl<7>(gy, x, dwt, db, g);
     if (dwt && g.stride == 1 && g.kw == 5) return dw_backward_weight_impl<5>(gy, x, dwt, db, g);
     if (dwt && g.stride == 1 && g.kw == 3) return dw_backward_weight_impl<3>(gy, x, dwt, db, g);
@@ -465,7 +469,7 @@ Tensor depthwise_conv2d(const Tensor& x, const Tensor& weight, const Tensor& bia
     if (autograd::needs_grad({x, weight, bias})) {
         const bool need_x = x.requires_grad(), need_w = weight.requires_grad();
         const bool need_b = bias.defined() && bias.requires_grad();
-        Tensor sx = need_w ? x.detach() : Tensor();
+        const SavedTensor sx = need_w ? save_for_backward(x) : SavedTensor();
         Tensor sw = need_x ? weight.detach() : Tensor();
         autograd::record("depthwise_conv2d", y, {x, weight, bias},
                          [sx, sw, need_x, need_w, need_b, geo](const Tensor& gy) -> std::vector<Tensor> {
@@ -490,9 +494,14 @@ Tensor depthwise_conv2d(const Tensor& x, const Tensor& weight, const Tensor& bia
                                  }
                                  if (need_w || need_b) {
                                      std::vector<scalar_t> dwt(need_w ? geo.kh * geo.kw * geo.C : 0);
-                                     dw_backward_weight<scalar_t>(g, need_w ? sx.data<scalar_t>() : nullptr,
-                                                                  need_w ? dwt.data() : nullptr,
-                                                                  need_b ? db.data<scalar_t>() : nullptr, geo);
+                                     scalar_t* pdb = need_b ? db.data<scalar_t>() : nullptr;
+                                     if (sx.is_bf16())
+                                         dw_backward_weight<scalar_t>(g, sx.stored().data<BFloat16>(), dwt.data(), pdb,
+                                                                      geo);
+                                     else
+                                         dw_backward_weight<scalar_t>(g,
+                                                                      need_w ? sx.stored().data<scalar_t>() : nullptr,
+                                                                      need_w ? dwt.data() : nullptr, pdb, geo);
                                      if (need_w) unpack_weight(dwt.data(), dw.data<scalar_t>(), geo.C, geo.kh, geo.kw);
                                  }
                              });

@@ -9,9 +9,11 @@
 #include <vector>
 
 #include "core/autograd.h"
+#include "core/meta.h"
 #include "ops/column_sum.h"
 #include "ops/parallel.h"
 #include "ops/reduce.h"
+#include "ops/saved.h"
 
 namespace cnx {
 namespace {
@@ -212,8 +214,10 @@ Tensor binary(const char* name, BinOp op, const Tensor& a, const Tensor& b) {
         }
         case BinOp::Mul: {
             // Save only what each gradient needs.
-            Tensor sa_b = need_a ? b.detach() : Tensor(), sb_a = need_b ? a.detach() : Tensor();
-            fn = [sa, sb, sa_b, sb_a](const Tensor& g) -> std::vector<Tensor> {
+            const SavedTensor ssa_b = need_a ? save_for_backward(b) : SavedTensor();
+            const SavedTensor ssb_a = need_b ? save_for_backward(a) : SavedTensor();
+            fn = [sa, sb, ssa_b, ssb_a](const Tensor& g) -> std::vector<Tensor> {
+                const Tensor sa_b = ssa_b.get(), sb_a = ssb_a.get();
                 Tensor ga, gb;
                 if (sa_b.defined()) ga = sum_to_size(binary_nograd("mul backward", BinOp::Mul, g, sa_b), sa);
                 if (sb_a.defined()) gb = sum_to_size(binary_nograd("mul backward", BinOp::Mul, g, sb_a), sb);
@@ -223,8 +227,9 @@ Tensor binary(const char* name, BinOp op, const Tensor& a, const Tensor& b) {
         }
         case BinOp::Div: {
             // d(a/b)/da = 1/b, d(a/b)/db = -out/b.
-            Tensor bd = b.detach(), od = need_b ? out.detach() : Tensor();
-            fn = [sa, sb, bd, od, need_a](const Tensor& g) -> std::vector<Tensor> {
+            const SavedTensor sbd = save_for_backward(b), sod = need_b ? save_for_backward(out) : SavedTensor();
+            fn = [sa, sb, sbd, sod, need_a](const Tensor& g) -> std::vector<Tensor> {
+                const Tensor bd = sbd.get(), od = sod.get();
                 Tensor ga, gb;
                 if (need_a) ga = sum_to_size(binary_nograd("div backward", BinOp::Div, g, bd), sa);
                 if (od.defined()) {
@@ -239,6 +244,8 @@ Tensor binary(const char* name, BinOp op, const Tensor& a, const Tensor& b) {
         case BinOp::Maximum:
         case BinOp::Minimum: {
             const bool is_max = op == BinOp::Maximum;
+            // Kept exact, not through save_for_backward: the gradient goes where a == b or a > b,
+            // which rounding both to bfloat16 would change.
             Tensor ad = a.detach(), bd = b.detach();
             fn = [sa, sb, ad, bd, need_a, need_b, is_max, name](const Tensor& g) -> std::vector<Tensor> {
                 auto grad_of = [&](bool to_a, const Shape& shape) {
@@ -284,8 +291,9 @@ void channel_scale_forward(T* out, const T* x, const T* s, int64_t rows, int64_t
 }
 
 // dx = g * s (when dx != nullptr); ds[c] = sum_r g[r, c] * x[r, c], a deterministic column sum.
-template <class T>
-void channel_scale_backward(T* dx, T* ds, const T* g, const T* x, const T* s, int64_t rows, int64_t C) {
+// TX: how x was saved (T, or BFloat16).
+template <class T, class TX>
+void channel_scale_backward(T* dx, T* ds, const T* g, const TX* x, const T* s, int64_t rows, int64_t C) {
     std::vector<T> sums(C);  // (width C even when ds is not wanted: the same chunks for dx)
     column_sums<T>(1, rows, C, sums.data(), 1.0, [&](int64_t, int64_t r0, int64_t r1, double* acc) {
         for (int64_t r = r0; r < r1; ++r) {
@@ -296,9 +304,9 @@ void channel_scale_backward(T* dx, T* ds, const T* g, const T* x, const T* s, in
                 for (int64_t c = 0; c < C; ++c) dr[c] = gr[c] * s[c];
             }
             if (ds) {
-                const T* xr = x + r * C;
+                const TX* xr = x + r * C;
 #pragma omp simd
-                for (int64_t c = 0; c < C; ++c) acc[c] += (double)gr[c] * (double)xr[c];
+                for (int64_t c = 0; c < C; ++c) acc[c] += (double)gr[c] * (double)widen(xr[c]);
             }
         }
     });
@@ -348,17 +356,25 @@ Tensor channel_scale(const Tensor& x, const Tensor& scale) {
         channel_scale_forward<scalar_t>(out.data<scalar_t>(), x.data<scalar_t>(), scale.data<scalar_t>(), rows, C);
     });
     if (autograd::needs_grad({x, scale})) {
-        Tensor xd = scale.requires_grad() ? x.detach() : Tensor(), sd = scale.detach();
+        const SavedTensor xd = scale.requires_grad() ? save_for_backward(x) : SavedTensor();
+        Tensor sd = scale.detach();
         const bool need_x = x.requires_grad();
         autograd::record("channel_scale", out, {x, scale},
                          [xd, sd, need_x, rows, C](const Tensor& g) -> std::vector<Tensor> {
                              Tensor dx = need_x ? empty_like(g) : Tensor();
                              Tensor ds = xd.defined() ? Tensor::empty({C}, g.dtype()) : Tensor();
+                             if (xd.is_bf16() && !meta_mode()) {
+                                 channel_scale_backward<float>(dx.defined() ? dx.data<float>() : nullptr,
+                                                               ds.data<float>(), g.data<float>(),
+                                                               xd.stored().data<BFloat16>(), sd.data<float>(), rows, C);
+                                 return {dx, ds};
+                             }
                              CNX_DISPATCH(g.dtype(), "channel_scale backward", {
                                  channel_scale_backward<scalar_t>(
                                      dx.defined() ? dx.data<scalar_t>() : nullptr,
                                      ds.defined() ? ds.data<scalar_t>() : nullptr, g.data<scalar_t>(),
-                                     xd.defined() ? xd.data<scalar_t>() : nullptr, sd.data<scalar_t>(), rows, C);
+                                     xd.defined() ? xd.stored().data<scalar_t>() : nullptr, sd.data<scalar_t>(), rows,
+                                     C);
                              });
                              return {dx, ds};
                          });

@@ -29,6 +29,7 @@
 #include "ops/kernels/gelu_math.h"
 #include "ops/kernels/grn_math.h"
 #include "ops/parallel.h"
+#include "ops/saved.h"
 
 namespace cnx {
 namespace {
@@ -83,24 +84,25 @@ void gelu_grn_forward(const T* h, const T* gamma, const T* beta, double eps, con
     });
 }
 
-// dy [M, K] in, dh [M, K] out in its place; dgamma, dbeta [K] written when given.
-template <class T>
-void gelu_grn_backward(T* dy, const T* h, const T* gamma, const GrnState& st, const Dims& d, T* dgamma, T* dbeta) {
+// dy [M, K] in, dh [M, K] out in its place; dgamma, dbeta [K] written when given. TH: how h was
+// saved (T, or BFloat16 under Precision::BF16).
+template <class T, class TH>
+void gelu_grn_backward(T* dy, const TH* h, const T* gamma, const GrnState& st, const Dims& d, T* dgamma, T* dbeta) {
     const int64_t N = d.N, P = d.P, K = d.K;
     const T *G = st.G.data<T>(), *Nx = st.Nx.data<T>(), *s = st.s.data<T>();
     std::vector<T> r(N * K);
-    grn_math::backward_stats(dy, h, [](T v) { return gelu_math::gelu(v); }, gamma, G, Nx, st.denom.data(), N, P, K,
-                             r.data(), dgamma, dbeta);
+    grn_math::backward_stats(dy, h, [](TH v) { return gelu_math::gelu((T)widen(v)); }, gamma, G, Nx,
+                             st.denom.data(), N, P, K, r.data(), dgamma, dbeta);
     parallel_range(d.M(), row_grain(d), [&](int64_t i0, int64_t i1) {
         for (int64_t i = i0; i < i1; ++i) {
-            const T* hr = h + i * K;
+            const TH* hr = h + i * K;
             const T* sn = s + (i / P) * K;
             const T* rn = r.data() + (i / P) * K;
             T* g = dy + i * K;
 #pragma omp simd
             for (int64_t k = 0; k < K; ++k) {
-                const T a = gelu_math::gelu(hr[k]);
-                g[k] = (g[k] * sn[k] + a * rn[k]) * gelu_math::gelu_grad(hr[k]);
+                const T hk = (T)widen(hr[k]), a = gelu_math::gelu(hk);
+                g[k] = (g[k] * sn[k] + a * rn[k]) * gelu_math::gelu_grad(hk);
             }
         }
     });
@@ -110,21 +112,22 @@ struct Grads {
     Tensor du, dw1, db1, dgamma, dbeta, dw2, db2;
 };
 
-template <class T>
-void mlp_backward(const T* g, const T* u, const T* h, const T* y, const T* w1, const T* w2, const T* gamma,
+// TU, TH: how u and h, y were saved (T, or BFloat16 under Precision::BF16).
+template <class T, class TU, class TH>
+void mlp_backward(const T* g, const TU* u, const TH* h, const TH* y, const T* w1, const T* w2, const T* gamma,
                   const GrnState& st, const Dims& d, Grads& r) {
     const int64_t M = d.M(), C = d.C, K = d.K;
     if (r.db2.defined()) sum_rows<T>(g, M, C, r.db2.data<T>());
-    if (r.dw2.defined()) gemm<T>(true, false, C, K, M, T(1), g, C, y, K, T(0), r.dw2.data<T>(), K);
+    if (r.dw2.defined()) gemm_stored<T>(true, false, C, K, M, g, C, y, K, r.dw2.data<T>(), K);
     const bool below = r.du.defined() || r.dw1.defined() || r.db1.defined();
     if (!below && !r.dgamma.defined() && !r.dbeta.defined()) return;
     Tensor dy_t = Tensor::empty({M, K}, dtype_of<T>::value);
     T* dy = dy_t.data<T>();
     gemm<T>(false, false, M, K, C, T(1), g, C, w2, K, T(0), dy, K);
-    gelu_grn_backward<T>(dy, h, gamma, st, d, r.dgamma.defined() ? r.dgamma.data<T>() : nullptr,
+    gelu_grn_backward<T, TH>(dy, h, gamma, st, d, r.dgamma.defined() ? r.dgamma.data<T>() : nullptr,
                          r.dbeta.defined() ? r.dbeta.data<T>() : nullptr);
     if (r.db1.defined()) sum_rows<T>(dy, M, K, r.db1.data<T>());
-    if (r.dw1.defined()) gemm<T>(true, false, K, C, M, T(1), dy, K, u, C, T(0), r.dw1.data<T>(), C);
+    if (r.dw1.defined()) gemm_stored<T>(true, false, K, C, M, dy, K, u, C, r.dw1.data<T>(), C);
     if (r.du.defined()) gemm<T>(false, false, M, C, K, T(1), dy, K, w1, C, T(0), r.du.data<T>(), C);
 }
 
@@ -190,7 +193,10 @@ Tensor convnextv2_mlp(const Tensor& u, const Tensor& w1, const Tensor& b1, const
     auto need = [](const Tensor& t) { return t.defined() && t.requires_grad(); };
     const bool nu = need(u), nw1 = need(w1), nb1 = need(b1), ng = need(gamma), nbeta = need(beta), nw2 = need(w2),
                nb2 = need(b2), nr = need(residual);
-    Tensor ud = u.detach(), w1d = w1.detach(), w2d = w2.detach(), gd = gamma.detach();
+    // Under Precision::BF16, u, h and the GRN output y are kept in bfloat16 (ops/saved.h); the
+    // forward above ran on the float32 values, and the GRN statistics stay float32.
+    const SavedTensor su = save_for_backward(u), sh = save_for_backward(h), sy = save_for_backward(y);
+    Tensor w1d = w1.detach(), w2d = w2.detach(), gd = gamma.detach();
     const Shape ushape = u.shape(), gshape = gamma.shape(), bshape = beta.shape();
     autograd::record("convnextv2_mlp", out, {u, w1, b1, gamma, beta, w2, b2, residual},
                      [=](const Tensor& g) -> std::vector<Tensor> {
@@ -203,11 +209,22 @@ Tensor convnextv2_mlp(const Tensor& u, const Tensor& w1, const Tensor& b1, const
                          if (nbeta) r.dbeta = Tensor::empty(bshape, gt);
                          if (nw2) r.dw2 = Tensor::empty({C, K}, gt);
                          if (nb2) r.db2 = Tensor::empty({C}, gt);
-                         CNX_DISPATCH(gt, "convnextv2_mlp backward", {
-                             mlp_backward<scalar_t>(g.data<scalar_t>(), ud.data<scalar_t>(), h.data<scalar_t>(),
-                                                    y.data<scalar_t>(), w1d.data<scalar_t>(), w2d.data<scalar_t>(),
-                                                    gd.data<scalar_t>(), *st, d, r);
-                         });
+                         if (sh.is_bf16()) {
+                             const BFloat16 *hp = sh.stored().data<BFloat16>(), *yp = sy.stored().data<BFloat16>();
+                             if (su.is_bf16())
+                                 mlp_backward<float>(g.data<float>(), su.stored().data<BFloat16>(), hp, yp,
+                                                     w1d.data<float>(), w2d.data<float>(), gd.data<float>(), *st, d, r);
+                             else
+                                 mlp_backward<float>(g.data<float>(), su.stored().data<float>(), hp, yp,
+                                                     w1d.data<float>(), w2d.data<float>(), gd.data<float>(), *st, d, r);
+                         } else {
+                             CNX_DISPATCH(gt, "convnextv2_mlp backward", {
+                                 mlp_backward<scalar_t>(g.data<scalar_t>(), su.stored().data<scalar_t>(),
+                                                        sh.stored().data<scalar_t>(), sy.stored().data<scalar_t>(),
+                                                        w1d.data<scalar_t>(), w2d.data<scalar_t>(), gd.data<scalar_t>(),
+                                                        *st, d, r);
+                             });
+                         }
                          return {r.du, r.dw1, r.db1, r.dgamma, r.dbeta, r.dw2, r.db2, nr ? g : Tensor()};
                      });
     return out;

@@ -110,6 +110,9 @@ void apply_epilogue(T* C, int64_t ldc, int64_t M, int64_t N, const GemmEpilogue<
             if (ep.act == GemmAct::Gelu) {
 #pragma omp simd
                 for (int64_t j = 0; j < N; ++j) c[j] = gelu_math::gelu(c[j]);
+            } else if (ep.act == GemmAct::GeluGrad && ep.act_in_bf16) {
+                const BFloat16* h = ep.act_in_bf16 + i * ep.ld_act_in;
+                for (int64_t j = 0; j < N; ++j) c[j] *= gelu_math::gelu_grad((T)bf16_to_float(h[j]));
             } else if (ep.act == GemmAct::GeluGrad) {
                 const T* h = ep.act_in + i * ep.ld_act_in;
 #pragma omp simd
@@ -123,11 +126,26 @@ void apply_epilogue(T* C, int64_t ldc, int64_t M, int64_t N, const GemmEpilogue<
 #pragma omp simd
                 for (int64_t j = 0; j < N; ++j) c[j] += x[j];
             }
+            if (ep.out_bf16) {
+                BFloat16* o = ep.out_bf16 + i * ep.ld_out_bf16;
+                for (int64_t j = 0; j < N; ++j) o[j] = float_to_bf16((float)c[j]);
+            }
         }
     });
 }
 
-// GELU of every element of op(B) (stored rows x cols with stride ldb), into a dense copy.
+// A dense float32 copy of a bfloat16 matrix stored rows x cols with stride ld.
+std::vector<float> widen_copy(const BFloat16* src, int64_t rows, int64_t cols, int64_t ld) {
+    std::vector<float> out(rows * cols);
+    parallel_range(rows, rows * cols > (1 << 16) ? 1 : rows, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) bf16_to_float(src + r * ld, out.data() + r * cols, cols);
+    });
+    return out;
+}
+
+std::atomic<int64_t> g_calls_bf16{0}, g_calls_fp32{0}, g_calls_openblas{0};
+
+// GELU of every element of a matrix (stored rows x cols with stride ldb), into a dense copy.
 template <class T>
 std::vector<T> gelu_copy(const T* B, int64_t rows, int64_t cols, int64_t ldb) {
     std::vector<T> out(rows * cols);
@@ -170,25 +188,84 @@ GemmBlocking gemm_blocking() { return blocking_now(); }
 bool gemm_avx512_supported() { return kernels::sgemm_avx512_available(); }
 const char* gemm_backend_name() { return gemm_backend() == GemmBackend::Avx512 ? "avx512" : "openblas"; }
 
-template <class T>
-void gemm_ex(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B,
-             int64_t ldb, T beta, T* C, int64_t ldc, const GemmEpilogue<T>& ep, bool gelu_a, bool gelu_b) {
+namespace {
+
+// Every float GEMM: A and B float32 or bfloat16 (a16 / b16), C null when only ep.out_bf16 is wanted.
+void gemm_float(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const void* A, bool a16, int64_t lda,
+                const void* B, bool b16, int64_t ldb, float beta, float* C, int64_t ldc, const GemmEpilogue<float>& ep,
+                bool gelu_a, bool gelu_b) {
+    if (M == 0 || N == 0) return;
+    CNX_CHECK(C || (ep.out_bf16 && beta == 0.0f), "gemm: no output: C may be null only with out_bf16 and beta 0");
+    std::vector<float> c32;  // C when only the bfloat16 copy is wanted and the kernel needs a float32 one
+    auto dense_c = [&] {
+        if (C) return;
+        c32.assign(M * N, 0.0f);
+        C = c32.data(), ldc = N;
+    };
+    if (K == 0) {
+        dense_c();
+        scale_c(M, N, beta, C, ldc);
+        return apply_epilogue(C, ldc, M, N, ep);
+    }
+    check_dims(M, N, K, lda, ldb, ldc);
+    if (gemm_backend() == GemmBackend::Avx512) {
+        const kernels::KernelOperands ab{A, lda, a16, B, ldb, b16};
+        if (gemm_uses_bf16()) {
+            g_calls_bf16.fetch_add(1, std::memory_order_relaxed);
+            return kernels::sbgemm_avx512(ta, tb, M, N, K, alpha, ab, beta, C, ldc, ep, gelu_a, gelu_b,
+                                          blocking_now());
+        }
+        g_calls_fp32.fetch_add(1, std::memory_order_relaxed);
+        return kernels::sgemm_avx512(ta, tb, M, N, K, alpha, ab, beta, C, ldc, ep, gelu_a, gelu_b, blocking_now());
+    }
+    g_calls_openblas.fetch_add(1, std::memory_order_relaxed);
+    // OpenBLAS: float32 copies of what it cannot read (bfloat16, GELU'd operands).
+    const int64_t a_rows = ta ? K : M, a_cols = ta ? M : K, b_rows = tb ? N : K, b_cols = tb ? K : N;
+    std::vector<float> wa, wb, ga, gb;
+    const float* Af = static_cast<const float*>(A);
+    const float* Bf = static_cast<const float*>(B);
+    if (a16) {
+        wa = widen_copy(static_cast<const BFloat16*>(A), a_rows, a_cols, lda);
+        Af = wa.data(), lda = a_cols;
+    }
+    if (b16) {
+        wb = widen_copy(static_cast<const BFloat16*>(B), b_rows, b_cols, ldb);
+        Bf = wb.data(), ldb = b_cols;
+    }
+    if (gelu_a) {
+        ga = gelu_copy(Af, a_rows, a_cols, lda);
+        Af = ga.data(), lda = a_cols;
+    }
+    if (gelu_b) {
+        gb = gelu_copy(Bf, b_rows, b_cols, ldb);
+        Bf = gb.data(), ldb = b_cols;
+    }
+    dense_c();
+    blas(ta, tb, M, N, K, alpha, Af, lda, Bf, ldb, beta, C, ldc);
+    apply_epilogue(C, ldc, M, N, ep);
+}
+
+}  // namespace
+
+template <>
+void gemm_ex<float>(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+                    const float* B, int64_t ldb, float beta, float* C, int64_t ldc, const GemmEpilogue<float>& ep,
+                    bool gelu_a, bool gelu_b) {
+    gemm_float(ta, tb, M, N, K, alpha, A, false, lda, B, false, ldb, beta, C, ldc, ep, gelu_a, gelu_b);
+}
+
+template <>
+void gemm_ex<double>(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, const double* A, int64_t lda,
+                     const double* B, int64_t ldb, double beta, double* C, int64_t ldc,
+                     const GemmEpilogue<double>& ep, bool gelu_a, bool gelu_b) {
+    CNX_CHECK(!ep.act_in_bf16 && !ep.out_bf16 && C, "gemm: bfloat16 epilogue operands are for float GEMMs only");
     if (M == 0 || N == 0) return;
     if (K == 0) {
         scale_c(M, N, beta, C, ldc);
         return apply_epilogue(C, ldc, M, N, ep);
     }
     check_dims(M, N, K, lda, ldb, ldc);
-    if constexpr (std::is_same<T, float>::value) {
-        if (gemm_backend() == GemmBackend::Avx512) {
-            if (gemm_uses_bf16())
-                return kernels::sbgemm_avx512(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, ep, gelu_a, gelu_b,
-                                              blocking_now());
-            return kernels::sgemm_avx512(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, ep, gelu_a, gelu_b,
-                                         blocking_now());
-        }
-    }
-    std::vector<T> ga, gb;
+    std::vector<double> ga, gb;
     if (gelu_a) {
         ga = gelu_copy(A, ta ? K : M, ta ? M : K, lda);
         A = ga.data(), lda = ta ? M : K;
@@ -201,6 +278,37 @@ void gemm_ex(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T
     apply_epilogue(C, ldc, M, N, ep);
 }
 
+template <class TA, class TB>
+void gemm_mixed(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const TA* A, int64_t lda, const TB* B,
+                int64_t ldb, float beta, float* C, int64_t ldc, const GemmEpilogue<float>& ep, bool gelu_a,
+                bool gelu_b) {
+    static_assert((std::is_same<TA, float>::value || std::is_same<TA, BFloat16>::value) &&
+                      (std::is_same<TB, float>::value || std::is_same<TB, BFloat16>::value),
+                  "gemm_mixed: operands are float or BFloat16");
+    gemm_float(ta, tb, M, N, K, alpha, A, std::is_same<TA, BFloat16>::value, lda, B,
+               std::is_same<TB, BFloat16>::value, ldb, beta, C, ldc, ep, gelu_a, gelu_b);
+}
+
+template void gemm_mixed<float, float>(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t,
+                                       const float*, int64_t, float, float*, int64_t, const GemmEpilogue<float>&,
+                                       bool, bool);
+template void gemm_mixed<float, BFloat16>(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t,
+                                          const BFloat16*, int64_t, float, float*, int64_t,
+                                          const GemmEpilogue<float>&, bool, bool);
+template void gemm_mixed<BFloat16, float>(bool, bool, int64_t, int64_t, int64_t, float, const BFloat16*, int64_t,
+                                          const float*, int64_t, float, float*, int64_t,
+                                          const GemmEpilogue<float>&, bool, bool);
+template void gemm_mixed<BFloat16, BFloat16>(bool, bool, int64_t, int64_t, int64_t, float, const BFloat16*, int64_t,
+                                             const BFloat16*, int64_t, float, float*, int64_t,
+                                             const GemmEpilogue<float>&, bool, bool);
+
+GemmCallCounts gemm_call_counts() {
+    GemmCallCounts c;
+    c.bf16 = g_calls_bf16.load(), c.fp32 = g_calls_fp32.load(), c.openblas = g_calls_openblas.load();
+    return c;
+}
+void reset_gemm_call_counts() { g_calls_bf16 = 0, g_calls_fp32 = 0, g_calls_openblas = 0; }
+
 template <class T>
 void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B, int64_t ldb,
           T beta, T* C, int64_t ldc) {
@@ -211,10 +319,6 @@ template void gemm<float>(bool, bool, int64_t, int64_t, int64_t, float, const fl
                           float, float*, int64_t);
 template void gemm<double>(bool, bool, int64_t, int64_t, int64_t, double, const double*, int64_t, const double*,
                            int64_t, double, double*, int64_t);
-template void gemm_ex<float>(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*,
-                             int64_t, float, float*, int64_t, const GemmEpilogue<float>&, bool, bool);
-template void gemm_ex<double>(bool, bool, int64_t, int64_t, int64_t, double, const double*, int64_t, const double*,
-                              int64_t, double, double*, int64_t, const GemmEpilogue<double>&, bool, bool);
 
 template <class T>
 void sum_rows(const T* a, int64_t M, int64_t N, T* out) {

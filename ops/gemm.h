@@ -13,6 +13,9 @@
 // regions: both backends start their own threads (the AVX-512 kernels use the OpenMP team, so
 // OpenBLAS's pool sleeps while they run).
 #include <cstdint>
+#include <type_traits>
+
+#include "core/dtype.h"
 
 namespace cnx {
 
@@ -30,9 +33,14 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, 
 //   v = v * gelu'(act_in[i,j])           act == GeluGrad (the GELU backward of a product)
 //   v = v * col_scale[j]
 //   v = v + residual[i,j]
+//   out_bf16[i,j] = bf16(v)              (a bfloat16 copy, rounded to nearest even; float only)
 //
 // With the AVX-512 kernels this happens while the output tile is still in registers/L1; the
 // fallback runs one pass over C after the BLAS call. None of the side matrices may alias C.
+//
+// For float GEMMs whose output is wanted only in bfloat16 (an activation saved in bf16, ops/saved.h),
+// C may be null when out_bf16 is set and beta is 0: the float32 values then never reach memory
+// (except as a temporary where the product's depth is summed in several blocks).
 enum class GemmAct { None, Gelu, GeluGrad };
 
 template <class T>
@@ -46,7 +54,14 @@ struct GemmEpilogue {
     const T* col_scale = nullptr;
     const T* residual = nullptr;
     int64_t ld_residual = 0;
-    bool empty() const { return !bias && !pre && act == GemmAct::None && !col_scale && !residual; }
+    // float only: GeluGrad's input stored in bfloat16 (read instead of act_in, stride ld_act_in),
+    // and the bfloat16 copy of the result.
+    const BFloat16* act_in_bf16 = nullptr;
+    BFloat16* out_bf16 = nullptr;
+    int64_t ld_out_bf16 = 0;
+    bool empty() const {
+        return !bias && !pre && act == GemmAct::None && !col_scale && !residual && !out_bf16;
+    }
 };
 
 // gemm with an epilogue. gelu_a / gelu_b: every element of op(A) / op(B) passes through GELU as it
@@ -55,6 +70,28 @@ template <class T>
 void gemm_ex(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B,
              int64_t ldb, T beta, T* C, int64_t ldc, const GemmEpilogue<T>& ep, bool gelu_a = false,
              bool gelu_b = false);
+
+// gemm_ex<float> whose A and/or B are stored in bfloat16 (TA, TB: float or BFloat16), as the
+// activations saved under Precision::BF16 are: the kernels read them as they pack, so no float32
+// copy is made. bfloat16 widens to float32 exactly, so with the float32 kernels the result is the
+// one gemm_ex<float> gives on the widened values, to the bit; the bf16 kernel takes bf16 operands
+// as they are (GELU'd ones are widened, passed through GELU and rounded again).
+template <class TA, class TB>
+void gemm_mixed(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const TA* A, int64_t lda,
+                const TB* B, int64_t ldb, float beta, float* C, int64_t ldc, const GemmEpilogue<float>& ep,
+                bool gelu_a = false, bool gelu_b = false);
+
+// C = op(A) op(B) (alpha 1, beta 0) with A and B as an op saved them: gemm_ex when both are T,
+// gemm_mixed when one is bfloat16 (T float). For kernels templated over how their operands are stored.
+template <class T, class TA, class TB>
+void gemm_stored(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const TA* A, int64_t lda, const TB* B,
+                 int64_t ldb, T* C, int64_t ldc, const GemmEpilogue<T>& ep = {}, bool gelu_a = false,
+                 bool gelu_b = false) {
+    if constexpr (std::is_same<TA, T>::value && std::is_same<TB, T>::value)
+        gemm_ex<T>(trans_a, trans_b, M, N, K, T(1), A, lda, B, ldb, T(0), C, ldc, ep, gelu_a, gelu_b);
+    else
+        gemm_mixed<TA, TB>(trans_a, trans_b, M, N, K, 1.0f, A, lda, B, ldb, 0.0f, C, ldc, ep, gelu_a, gelu_b);
+}
 
 // ---- precision -------------------------------------------------------------------------------------
 // Like torch.set_float32_matmul_precision: with BFloat16, float GEMMs (and everything built on
@@ -86,6 +123,14 @@ Bf16Kernel bf16_kernel();
 bool gemm_bf16_supported();  // the CPU and the build can run the bf16 kernel (ignoring Never)
 bool gemm_uses_bf16();       // would a float GEMM called on this thread now run the bf16 kernel
 const char* gemm_precision_name();  // "bf16" or "fp32": what float GEMMs on this thread run now
+
+// Float GEMM calls by the kernel that ran them, over all threads since the last reset: what a
+// benchmark reports as the path taken.
+struct GemmCallCounts {
+    int64_t bf16 = 0, fp32 = 0, openblas = 0;
+};
+GemmCallCounts gemm_call_counts();
+void reset_gemm_call_counts();
 
 // ---- blocking (tests and benchmarks) --------------------------------------------------------------
 // Depth block kc and packed column block nc of the AVX-512 kernels, in float32 elements: by

@@ -37,7 +37,9 @@
 #include <atomic>
 #include <cstdlib>
 #include <new>
+#include <type_traits>
 
+#include "core/storage.h"
 #include "ops/kernels/gelu_math.h"
 #include "ops/parallel.h"
 #else
@@ -134,21 +136,16 @@ struct Fp32Kernels {
     static int64_t a_buffer_size(int64_t kc) { return std::max<int64_t>(MR * a_copy_ld(kc), kc * MR + 16); }
 
     // One NR-wide panel of op(B) rows [pc, pc+kc), columns [j, j+nr): dst[k][jj], zero for jj >= nr.
-    static void pack_b(const GemmArgs& g, int64_t pc, int64_t kc, int64_t j, int nr, float* dst) {
+    // S: how B is stored (float, or bfloat16 widened as it is read).
+    template <class S>
+    static void pack_b_from(const GemmArgs& g, const S* B, int64_t pc, int64_t kc, int64_t j, int nr, float* dst) {
         if (!g.tb) {  // op(B)(k, j) = B[k * ldb + j]: one contiguous run of nr per k
-            const float* src = g.B + pc * g.ldb + j;
+            const S* src = B + pc * g.ldb + j;
             float* d = dst;
-            if (nr == NR) {
-                for (int64_t k = 0; k < kc; ++k, src += g.ldb, d += NR) {
-                    _mm512_store_ps(d, _mm512_loadu_ps(src));
-                    _mm512_store_ps(d + 16, _mm512_loadu_ps(src + 16));
-                }
-            } else {
-                const __mmask16 m0 = lanes(nr), m1 = lanes(nr - 16);
-                for (int64_t k = 0; k < kc; ++k, src += g.ldb, d += NR) {
-                    _mm512_store_ps(d, _mm512_maskz_loadu_ps(m0, src));
-                    _mm512_store_ps(d + 16, _mm512_maskz_loadu_ps(m1, src + 16));
-                }
+            const __mmask16 m0 = lanes(nr), m1 = lanes(nr - 16);
+            for (int64_t k = 0; k < kc; ++k, src += g.ldb, d += NR) {
+                _mm512_store_ps(d, load16(src, m0));
+                _mm512_store_ps(d + 16, m1 ? load16(src + 16, m1) : _mm512_setzero_ps());
             }
         } else {
             // op(B)(k, j) = B[j * ldb + k] (the weight of x·W^T): 16 columns x 16 depths at a
@@ -157,28 +154,34 @@ struct Fp32Kernels {
             for (int h = 0; h < 2; ++h) {
                 const int j0 = 16 * h;
                 if (nr < j0 + 16) continue;
-                const float* src = g.B + (j + j0) * g.ldb + pc;
+                const S* src = B + (j + j0) * g.ldb + pc;
                 for (int64_t k = 0; k < kc16; k += 16) {
                     __m512 r[16];
-                    for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(src + i * g.ldb + k);
+                    for (int i = 0; i < 16; ++i) r[i] = load16(src + i * g.ldb + k, 0xFFFF);
                     transpose16(r);
                     for (int i = 0; i < 16; ++i) _mm512_store_ps(dst + (k + i) * NR + j0, r[i]);
                 }
             }
             for (int jj = 0; jj < NR; ++jj) {
                 const bool vec_done = jj < (nr / 16) * 16;
-                const float* src = g.B + (j + jj) * g.ldb + pc;
-                for (int64_t k = vec_done ? kc16 : 0; k < kc; ++k) dst[k * NR + jj] = jj < nr ? src[k] : 0.0f;
+                const S* src = B + (j + jj) * g.ldb + pc;
+                for (int64_t k = vec_done ? kc16 : 0; k < kc; ++k) dst[k * NR + jj] = jj < nr ? widen(src[k]) : 0.0f;
             }
         }
         if (g.gelu_b) gelu_inplace(dst, kc * NR);
     }
+    static void pack_b(const GemmArgs& g, int64_t pc, int64_t kc, int64_t j, int nr, float* dst) {
+        with_b(g, [&](auto* B) { pack_b_from(g, B, pc, kc, j, nr, dst); });
+    }
 
     // Rows [i0, i0+mr) of op(A), depth [pc, pc+kc): in place, or copied (zero-padded to MR rows,
-    // through GELU when gelu_a) into buf in the same layout.
-    static APanel<float> prepare_a(const GemmArgs& g, int64_t i0, int mr, int64_t pc, int64_t kc, float* buf) {
+    // through GELU when gelu_a, widened from bfloat16 when A is stored so) into buf in the same layout.
+    template <class S>
+    static APanel<float> prepare_a_from(const GemmArgs& g, const S* A, int64_t i0, int mr, int64_t pc, int64_t kc,
+                                        float* buf) {
         if (!g.ta) {
-            if (mr == MR && !g.gelu_a && !a_rows_alias(g.lda)) return {g.A + i0 * g.lda + pc, g.lda, false};
+            if constexpr (std::is_same<S, float>::value)
+                if (mr == MR && !g.gelu_a && !a_rows_alias(g.lda)) return {A + i0 * g.lda + pc, g.lda, false};
             const int64_t ld = a_copy_ld(kc);
             for (int r = 0; r < MR; ++r) {
                 float* d = buf + r * ld;
@@ -186,8 +189,10 @@ struct Fp32Kernels {
                     std::fill(d, d + kc, 0.0f);
                     continue;
                 }
-                const float* src = g.A + (i0 + r) * g.lda + pc;
-                std::copy(src, src + kc, d);
+                const S* src = A + (i0 + r) * g.lda + pc;
+                int64_t k = 0;
+                for (; k + 16 <= kc; k += 16) _mm512_storeu_ps(d + k, load16(src + k, 0xFFFF));
+                if (k < kc) _mm512_mask_storeu_ps(d + k, lanes(kc - k), load16(src + k, lanes(kc - k)));
                 if (g.gelu_a) gelu_inplace(d, kc);
             }
             return {buf, ld, false};
@@ -195,22 +200,22 @@ struct Fp32Kernels {
         // [kc][MR]: 16-lane stores in k order, each overwriting the 2 lanes past its row that the
         // next one fills (buf has 16 floats of slack for the last). Plain 16-float loads where the
         // row has them (a masked load cost ~8% of a weight-gradient GEMM on Zen 4).
-        const float* src = g.A + pc * g.lda + i0;
-        if (i0 + 16 <= g.M) {
-            for (int64_t k = 0; k < kc; ++k, src += g.lda) _mm512_storeu_ps(buf + k * MR, _mm512_loadu_ps(src));
-        } else {
-            const __mmask16 m = lanes(mr);
-            for (int64_t k = 0; k < kc; ++k, src += g.lda)
-                _mm512_storeu_ps(buf + k * MR, _mm512_maskz_loadu_ps(m, src));
-        }
+        const S* src = A + pc * g.lda + i0;
+        const __mmask16 m = i0 + 16 <= g.M ? (__mmask16)0xFFFF : lanes(mr);
+        for (int64_t k = 0; k < kc; ++k, src += g.lda) _mm512_storeu_ps(buf + k * MR, load16(src, m));
         if (g.gelu_a) gelu_inplace(buf, kc * MR);
         return {buf, MR, true};
     }
+    static APanel<float> prepare_a(const GemmArgs& g, int64_t i0, int mr, int64_t pc, int64_t kc, float* buf) {
+        APanel<float> out;
+        with_a(g, [&](auto* A) { out = prepare_a_from(g, A, i0, mr, pc, kc, buf); });
+        return out;
+    }
 
-    // B stored [K,N] is read in place (full panels: 32 contiguous floats per k, ldb apart): its
-    // panels stream from L2 either way, and the weight-gradient GEMMs, whose B is a whole
-    // activation gradient read by only a few row panels, saved their packing pass (+3-5%).
-    static bool b_in_place(const GemmArgs& g) { return !g.tb && !g.gelu_b; }
+    // B stored [K,N] in float32 is read in place (full panels: 32 contiguous floats per k, ldb
+    // apart): its panels stream from L2 either way, and the weight-gradient GEMMs, whose B is a
+    // whole activation gradient read by only a few row panels, saved their packing pass (+3-5%).
+    static bool b_in_place(const GemmArgs& g) { return !g.tb && !g.gelu_b && !g.b_bf16; }
 
     static void kernel(const APanel<float>& a, int64_t kc, const float* bp, int64_t ldb, float* tile,
                        const KernelHints& h) {
@@ -223,17 +228,18 @@ struct Fp32Kernels {
 
 }  // namespace
 
-void sgemm_avx512(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
-                  const float* B, int64_t ldb, float beta, float* C, int64_t ldc, const GemmEpilogue<float>& ep,
-                  bool gelu_a, bool gelu_b, const GemmBlocking& bl) {
-    const GemmArgs g{ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, &ep, gelu_a, gelu_b};
+void sgemm_avx512(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const KernelOperands& ab, float beta,
+                  float* C, int64_t ldc, const GemmEpilogue<float>& ep, bool gelu_a, bool gelu_b,
+                  const GemmBlocking& bl) {
+    GemmArgs g{ta, tb, M, N, K, alpha, ab.A, ab.lda, ab.B, ab.ldb, beta, C, ldc, &ep, gelu_a, gelu_b};
+    g.a_bf16 = ab.a_bf16, g.b_bf16 = ab.b_bf16;
     gemm_blocked<Fp32Kernels>(g, bl.kc, bl.nc);
 }
 
 #pragma GCC pop_options
 #else
-void sgemm_avx512(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*, int64_t, float,
-                  float*, int64_t, const GemmEpilogue<float>&, bool, bool, const GemmBlocking&) {
+void sgemm_avx512(bool, bool, int64_t, int64_t, int64_t, float, const KernelOperands&, float, float*, int64_t,
+                  const GemmEpilogue<float>&, bool, bool, const GemmBlocking&) {
     throw std::logic_error("sgemm_avx512: not an x86-64 build");
 }
 #endif

@@ -7,7 +7,8 @@
 //
 // Packed layouts, one uint32 = two bf16 of consecutive depths k (even, low half) and k+1:
 //   B panel: [ceil(kc/2)][NR]      A panel: [ceil(kc/2)][MR]   (always packed: A is converted)
-// An odd depth pads the last pair with a zero in both operands.
+// An odd depth pads the last pair with a zero in both operands. Operands stored in bfloat16 (saved
+// activations, ops/saved.h) are interleaved into pairs as they are, with no rounding.
 //
 // GCC 12 flags the deliberately undefined vectors inside its own AVX-512 intrinsics when they are
 // compiled through a target pragma rather than -mavx512f.
@@ -28,7 +29,9 @@
 #include <atomic>
 #include <cstdlib>
 #include <new>
+#include <type_traits>
 
+#include "core/storage.h"
 #include "ops/kernels/gelu_math.h"
 #include "ops/parallel.h"
 #else
@@ -65,8 +68,35 @@ inline __m512i pairs_bf16(__m512 lo, __m512 hi) {
     return _mm512_permutexvar_epi16(interleave, halves);
 }
 
-// 32 consecutive floats (the first n present) -> 16 bf16 pairs in depth order, through GELU when asked.
-inline __m512i run_bf16(const float* p, int64_t n, bool gelu) {
+// 16 lanes of 32-bit pairs from two rows of 16 values at depths k (low half) and k+1 (high half),
+// the lanes in m present (the rest zero); r1 null: depth k+1 is past the end (zero). Float rows
+// (and GELU'd ones) are rounded here; bfloat16 rows are interleaved as they are.
+template <class S>
+inline __m512i row_pairs(const S* r0, const S* r1, __mmask16 m, bool gelu) {
+    if (!m) return _mm512_setzero_si512();
+    if constexpr (std::is_same<S, BFloat16>::value) {
+        if (!gelu) {
+            auto ld = [m](const BFloat16* p) {
+                return m == 0xFFFF ? _mm256_loadu_si256((const __m256i*)p) : _mm256_maskz_loadu_epi16(m, p);
+            };
+            const __m512i lo = _mm512_cvtepu16_epi32(ld(r0));
+            const __m512i hi = r1 ? _mm512_cvtepu16_epi32(ld(r1)) : _mm512_setzero_si512();
+            return _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16));
+        }
+    }
+    __m512 lo = load16(r0, m), hi = r1 ? load16(r1, m) : _mm512_setzero_ps();
+    if (gelu) lo = gelu_v(lo), hi = gelu_v(hi);  // GELU(0) = 0: absent lanes stay zero
+    return pairs_bf16(lo, hi);
+}
+
+// 32 consecutive values (the first n present) -> 16 bf16 pairs in depth order, through GELU when
+// asked. Stored bfloat16 already is in that order: one load.
+template <class S>
+inline __m512i run_pairs(const S* p, int64_t n, bool gelu) {
+    if constexpr (std::is_same<S, BFloat16>::value) {
+        if (!gelu)
+            return n >= 32 ? _mm512_loadu_si512(p) : _mm512_maskz_loadu_epi16((__mmask32)((1ull << n) - 1), p);
+    }
     __m512 lo = load16(p, lanes(n)), hi = n > 16 ? load16(p + 16, lanes(n - 16)) : _mm512_setzero_ps();
     if (gelu) lo = gelu_v(lo), hi = gelu_v(hi);  // GELU(0) = 0: absent lanes stay zero
     return (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
@@ -109,20 +139,18 @@ struct Bf16Kernels {
     static int64_t a_buffer_size(int64_t kc) { return (kc + 31) / 32 * 16 * MR + 16; }
 
     // NR-wide panel of op(B), depths [pc, pc+kc), columns [j, j+nr): dst[kp][jj] = the pair of
-    // depths pc+2kp, pc+2kp+1 of column j+jj (zero past kc and past nr).
-    static void pack_b(const GemmArgs& g, int64_t pc, int64_t kc, int64_t j, int nr, uint32_t* dst) {
+    // depths pc+2kp, pc+2kp+1 of column j+jj (zero past kc and past nr). S: how B is stored.
+    template <class S>
+    static void pack_b_from(const GemmArgs& g, const S* B, int64_t pc, int64_t kc, int64_t j, int nr, uint32_t* dst) {
         const int64_t kcu = (kc + 1) / 2;
         if (!g.tb) {  // op(B)(k, j) = B[k * ldb + j]: rows k and k+1, 16 columns at a time
             const __mmask16 m[2] = {lanes(nr), lanes(nr - 16)};
             for (int64_t kp = 0; kp < kcu; ++kp) {
-                const float* r0 = g.B + (pc + 2 * kp) * g.ldb + j;
+                const S* r0 = B + (pc + 2 * kp) * g.ldb + j;
                 const bool has1 = 2 * kp + 1 < kc;
-                for (int h = 0; h < 2; ++h) {
-                    __m512 lo = m[h] ? load16(r0 + 16 * h, m[h]) : _mm512_setzero_ps();
-                    __m512 hi = has1 && m[h] ? load16(r0 + g.ldb + 16 * h, m[h]) : _mm512_setzero_ps();
-                    if (g.gelu_b) lo = gelu_v(lo), hi = gelu_v(hi);
-                    _mm512_store_si512(dst + kp * NR + 16 * h, pairs_bf16(lo, hi));
-                }
+                for (int h = 0; h < 2; ++h)
+                    _mm512_store_si512(dst + kp * NR + 16 * h,
+                                       row_pairs(r0 + 16 * h, has1 ? r0 + g.ldb + 16 * h : nullptr, m[h], g.gelu_b));
             }
             return;
         }
@@ -133,7 +161,7 @@ struct Bf16Kernels {
                 __m512i v[16];
                 for (int i = 0; i < 16; ++i) {
                     const int64_t col = 16 * h + i;
-                    v[i] = col < nr ? run_bf16(g.B + (j + col) * g.ldb + pc + k, kc - k, g.gelu_b)
+                    v[i] = col < nr ? run_pairs(B + (j + col) * g.ldb + pc + k, kc - k, g.gelu_b)
                                     : _mm512_setzero_si512();
                 }
                 transpose16_i(v);
@@ -142,31 +170,37 @@ struct Bf16Kernels {
             }
         }
     }
+    static void pack_b(const GemmArgs& g, int64_t pc, int64_t kc, int64_t j, int nr, uint32_t* dst) {
+        with_b(g, [&](auto* B) { pack_b_from(g, B, pc, kc, j, nr, dst); });
+    }
 
     // Rows [i0, i0+mr) of op(A), depths [pc, pc+kc), as [kp][r] pairs (rows past mr zero). Stores
     // are 16 lanes in pair order, each overwriting the 2 lanes past its row that the next fills.
-    static APanel<uint32_t> prepare_a(const GemmArgs& g, int64_t i0, int mr, int64_t pc, int64_t kc,
-                                      uint32_t* buf) {
+    template <class S>
+    static void prepare_a_from(const GemmArgs& g, const S* A, int64_t i0, int mr, int64_t pc, int64_t kc,
+                               uint32_t* buf) {
         const int64_t kcu = (kc + 1) / 2;
         if (g.ta) {  // op(A)(r, k) = A[k * lda + i0 + r]: rows k and k+1 of A, MR values each
             const __mmask16 m = i0 + 16 <= g.M ? (__mmask16)0xFFFF : lanes(mr);  // plain loads where possible
             for (int64_t kp = 0; kp < kcu; ++kp) {
-                const float* r0 = g.A + (pc + 2 * kp) * g.lda + i0;
-                __m512 lo = load16(r0, m), hi = 2 * kp + 1 < kc ? load16(r0 + g.lda, m) : _mm512_setzero_ps();
-                if (g.gelu_a) lo = gelu_v(lo), hi = gelu_v(hi);
-                _mm512_storeu_si512(buf + kp * MR, pairs_bf16(lo, hi));
+                const S* r0 = A + (pc + 2 * kp) * g.lda + i0;
+                _mm512_storeu_si512(buf + kp * MR, row_pairs(r0, 2 * kp + 1 < kc ? r0 + g.lda : nullptr, m, g.gelu_a));
             }
-            return {buf, MR, true};
+            return;
         }
         // A stored [M, K]: each row's depths are contiguous; rows x pairs transposed to [pair][row].
         for (int64_t k = 0; k < kc; k += 32) {
             __m512i v[16];
             for (int r = 0; r < 16; ++r)
-                v[r] = r < mr ? run_bf16(g.A + (i0 + r) * g.lda + pc + k, kc - k, g.gelu_a) : _mm512_setzero_si512();
+                v[r] = r < mr ? run_pairs(A + (i0 + r) * g.lda + pc + k, kc - k, g.gelu_a) : _mm512_setzero_si512();
             transpose16_i(v);
             const int64_t pairs = std::min<int64_t>(16, kcu - k / 2);
             for (int q = 0; q < pairs; ++q) _mm512_storeu_si512(buf + (k / 2 + q) * MR, v[q]);
         }
+    }
+    static APanel<uint32_t> prepare_a(const GemmArgs& g, int64_t i0, int mr, int64_t pc, int64_t kc,
+                                      uint32_t* buf) {
+        with_a(g, [&](auto* A) { prepare_a_from(g, A, i0, mr, pc, kc, buf); });
         return {buf, MR, true};
     }
 
@@ -180,17 +214,18 @@ struct Bf16Kernels {
 
 }  // namespace
 
-void sbgemm_avx512(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
-                   const float* B, int64_t ldb, float beta, float* C, int64_t ldc, const GemmEpilogue<float>& ep,
-                   bool gelu_a, bool gelu_b, const GemmBlocking& bl) {
-    const GemmArgs g{ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, &ep, gelu_a, gelu_b};
+void sbgemm_avx512(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const KernelOperands& ab,
+                   float beta, float* C, int64_t ldc, const GemmEpilogue<float>& ep, bool gelu_a, bool gelu_b,
+                   const GemmBlocking& bl) {
+    GemmArgs g{ta, tb, M, N, K, alpha, ab.A, ab.lda, ab.B, ab.ldb, beta, C, ldc, &ep, gelu_a, gelu_b};
+    g.a_bf16 = ab.a_bf16, g.b_bf16 = ab.b_bf16;
     gemm_blocked<Bf16Kernels>(g, 2 * bl.kc, bl.nc);
 }
 
 #pragma GCC pop_options
 #else
-void sbgemm_avx512(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*, int64_t, float,
-                   float*, int64_t, const GemmEpilogue<float>&, bool, bool, const GemmBlocking&) {
+void sbgemm_avx512(bool, bool, int64_t, int64_t, int64_t, float, const KernelOperands&, float, float*, int64_t,
+                   const GemmEpilogue<float>&, bool, bool, const GemmBlocking&) {
     throw std::logic_error("sbgemm_avx512: this build has no AVX512_BF16 kernel");
 }
 #endif

@@ -11,6 +11,7 @@
 #include "ops/column_sum.h"
 #include "ops/kernels/grn_math.h"
 #include "ops/parallel.h"
+#include "ops/saved.h"
 
 namespace cnx {
 namespace {
@@ -45,23 +46,25 @@ void grn_forward(const T* x, const T* gamma, const T* beta, const GrnDims& d, do
     });
 }
 
-// dx [N, P, C] (may be null); dgamma, dbeta [C] (may be null) are written.
-template <class T>
-void grn_backward(const T* dy, const T* x, const T* gamma, const T* G, const T* Nx, const T* s, const double* denom,
+// dx [N, P, C] (may be null); dgamma, dbeta [C] (may be null) are written. TX: how x was saved (T,
+// or BFloat16 under Precision::BF16, widened as it is read).
+template <class T, class TX>
+void grn_backward(const T* dy, const TX* x, const T* gamma, const T* G, const T* Nx, const T* s, const double* denom,
                   const GrnDims& d, T* dx, T* dgamma, T* dbeta) {
     const int64_t N = d.N, P = d.P, C = d.C;
     std::vector<T> r(N * C);
-    grn_math::backward_stats(dy, x, [](T v) { return v; }, gamma, G, Nx, denom, N, P, C, r.data(), dgamma, dbeta);
+    grn_math::backward_stats(dy, x, [](TX v) { return (T)widen(v); }, gamma, G, Nx, denom, N, P, C, r.data(), dgamma,
+                             dbeta);
     if (!dx) return;
     parallel_range(N * P, N * P * C >= kParallelMin ? std::max<int64_t>(1, 4096 / C) : N * P, [&](int64_t i0, int64_t i1) {
         for (int64_t i = i0; i < i1; ++i) {
             const T* g = dy + i * C;
-            const T* a = x + i * C;
+            const TX* a = x + i * C;
             const T* sn = s + (i / P) * C;
             const T* rn = r.data() + (i / P) * C;
             T* o = dx + i * C;
 #pragma omp simd
-            for (int64_t k = 0; k < C; ++k) o[k] = g[k] * sn[k] + a[k] * rn[k];
+            for (int64_t k = 0; k < C; ++k) o[k] = g[k] * sn[k] + (T)widen(a[k]) * rn[k];
         }
     });
 }
@@ -94,15 +97,23 @@ Tensor grn(const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps)
     });
     if (!autograd::needs_grad({x, gamma, beta})) return y;
     const bool need_x = x.requires_grad(), need_g = gamma.requires_grad(), need_b = beta.requires_grad();
-    Tensor xd = x.detach(), gd = gamma.detach();
+    const SavedTensor sx = save_for_backward(x);  // the statistics G, Nx, s stay in x's dtype
+    Tensor gd = gamma.detach();
     const Shape gshape = gamma.shape(), bshape = beta.shape();
     autograd::record("grn", y, {x, gamma, beta}, [=](const Tensor& g) -> std::vector<Tensor> {
         Tensor dx = need_x ? empty_like(g) : Tensor();
         Tensor dgamma = need_g ? Tensor::empty(gshape, g.dtype()) : Tensor();
         Tensor dbeta = need_b ? Tensor::empty(bshape, g.dtype()) : Tensor();
+        if (sx.is_bf16()) {
+            grn_backward<float>(g.data<float>(), sx.stored().data<BFloat16>(), gd.data<float>(), G.data<float>(),
+                                Nx.data<float>(), s.data<float>(), denom->data(), d,
+                                need_x ? dx.data<float>() : nullptr, need_g ? dgamma.data<float>() : nullptr,
+                                need_b ? dbeta.data<float>() : nullptr);
+            return {dx, dgamma, dbeta};
+        }
         CNX_DISPATCH(g.dtype(), "grn backward", {
-            grn_backward<scalar_t>(g.data<scalar_t>(), xd.data<scalar_t>(), gd.data<scalar_t>(), G.data<scalar_t>(),
-                                   Nx.data<scalar_t>(), s.data<scalar_t>(), denom->data(), d,
+            grn_backward<scalar_t>(g.data<scalar_t>(), sx.stored().data<scalar_t>(), gd.data<scalar_t>(),
+                                   G.data<scalar_t>(), Nx.data<scalar_t>(), s.data<scalar_t>(), denom->data(), d,
                                    need_x ? dx.data<scalar_t>() : nullptr, need_g ? dgamma.data<scalar_t>() : nullptr,
                                    need_b ? dbeta.data<scalar_t>() : nullptr);
         });

@@ -9,8 +9,10 @@
 #include <vector>
 
 #include "core/autograd.h"
+#include "core/meta.h"
 #include "ops/column_sum.h"
 #include "ops/parallel.h"
+#include "ops/saved.h"
 
 namespace cnx {
 namespace {
@@ -54,9 +56,9 @@ void layernorm_forward(T* out, T* mean, T* rstd, const T* inp, const T* weight, 
 
 // dinp (may be null) [rows, C] is written; dweight, dbias (may be null) [C] are written, not
 // accumulated. Their column sums go through column_sums (ops/column_sum.h): double accumulators,
-// the same result for any thread count.
-template <class T>
-void layernorm_backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* inp, const T* weight, const T* mean,
+// the same result for any thread count. TX: how the input was saved (T, or BFloat16).
+template <class T, class TX>
+void layernorm_backward(T* dinp, T* dweight, T* dbias, const T* dout, const TX* inp, const T* weight, const T* mean,
                         const T* rstd, int64_t rows, int64_t C) {
     // [dweight | dbias] are accumulated side by side, in the same pass over the row that sums
     // dnorm for dinp; a half that is not wanted is simply not copied out.
@@ -68,14 +70,14 @@ void layernorm_backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* i
         double* accw = acc;
         double* accb = acc + C;
         for (int64_t r = r0; r < r1; ++r) {
-            const T* x = inp + r * C;
+            const TX* x = inp + r * C;
             const T* g = dout + r * C;
             const T m = mean[r], s = rstd[r];
             // dnorm = g * w; dx = rstd * (dnorm - mean(dnorm) - norm * mean(dnorm * norm))
             T dnorm_mean = 0, dnorm_norm_mean = 0;
 #pragma omp simd reduction(+ : dnorm_mean, dnorm_norm_mean)
             for (int64_t i = 0; i < C; ++i) {
-                const T norm = (x[i] - m) * s, dnorm = w[i] * g[i];
+                const T norm = (widen(x[i]) - m) * s, dnorm = w[i] * g[i];
                 dnorm_mean += dnorm;
                 dnorm_norm_mean += dnorm * norm;
                 accw[i] += (double)(norm * g[i]);
@@ -87,7 +89,7 @@ void layernorm_backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* i
             T* dx = dinp + r * C;
 #pragma omp simd
             for (int64_t i = 0; i < C; ++i) {
-                const T norm = (x[i] - m) * s;
+                const T norm = (widen(x[i]) - m) * s;
                 dx[i] = (w[i] * g[i] - dnorm_mean - norm * dnorm_norm_mean) * s;
             }
         }
@@ -132,7 +134,8 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
                                     rows, C, eps);
     });
     if (autograd::needs_grad({x, weight, bias})) {
-        Tensor xd = x.detach(), wd = weight.defined() ? weight.detach() : Tensor();
+        const SavedTensor sx = save_for_backward(x);  // statistics stay float32
+        Tensor wd = weight.defined() ? weight.detach() : Tensor();
         const bool need_x = x.requires_grad(), need_w = weight.defined() && weight.requires_grad(),
                    need_b = bias.defined() && bias.requires_grad();
         autograd::record("layer_norm", out, {x, weight, bias},
@@ -140,10 +143,17 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
                              Tensor dx = need_x ? empty_like(g) : Tensor();
                              Tensor dw = need_w ? Tensor::empty({C}, g.dtype()) : Tensor();
                              Tensor db = need_b ? Tensor::empty({C}, g.dtype()) : Tensor();
+                             if (sx.is_bf16() && !meta_mode()) {
+                                 layernorm_backward<float>(ptr_or_null<float>(dx), ptr_or_null<float>(dw),
+                                                           ptr_or_null<float>(db), g.data<float>(),
+                                                           sx.stored().data<BFloat16>(), ptr_or_null<float>(wd),
+                                                           mean.data<float>(), rstd.data<float>(), rows, C);
+                                 return {dx, dw, db};
+                             }
                              CNX_DISPATCH(g.dtype(), "layer_norm backward", {
                                  layernorm_backward<scalar_t>(
                                      ptr_or_null<scalar_t>(dx), ptr_or_null<scalar_t>(dw), ptr_or_null<scalar_t>(db),
-                                     g.data<scalar_t>(), xd.data<scalar_t>(), ptr_or_null<scalar_t>(wd),
+                                     g.data<scalar_t>(), sx.stored().data<scalar_t>(), ptr_or_null<scalar_t>(wd),
                                      mean.data<scalar_t>(), rstd.data<scalar_t>(), rows, C);
                              });
                              return {dx, dw, db};

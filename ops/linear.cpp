@@ -3,9 +3,12 @@
 // GEMMs go through ops/gemm.h (AVX-512 kernels for float where the CPU has them, else OpenBLAS).
 #include "ops/linear.h"
 
+#include <type_traits>
+
 #include "core/autograd.h"
 #include "core/meta.h"
 #include "ops/gemm.h"
+#include "ops/saved.h"
 
 namespace cnx {
 namespace {
@@ -50,11 +53,18 @@ void linear_forward(T* y, const T* x, const T* w, const T* bias, int64_t M, int6
     gemm_ex<T>(false, true, M, out, in, T(1), x, in, w, in, T(0), y, out, ep);
 }
 
-// dx[M,in] = g[M,out] · w[out,in] ; dw[out,in] = g^T · x ; dbias[out] = column sums of g
-template <class T>
-void linear_backward(T* dx, T* dw, T* dbias, const T* g, const T* x, const T* w, int64_t M, int64_t in, int64_t out) {
+// dx[M,in] = g[M,out] · w[out,in] ; dw[out,in] = g^T · x ; dbias[out] = column sums of g.
+// TX: how x was saved (T, or BFloat16, which the GEMM reads as it is).
+template <class T, class TX>
+void linear_backward(T* dx, T* dw, T* dbias, const T* g, const TX* x, const T* w, int64_t M, int64_t in,
+                     int64_t out) {
     if (dx) gemm<T>(false, false, M, in, out, T(1), g, out, w, in, T(0), dx, in);
-    if (dw) gemm<T>(true, false, out, in, M, T(1), g, out, x, in, T(0), dw, in);
+    if (dw) {
+        if constexpr (std::is_same<TX, T>::value)
+            gemm<T>(true, false, out, in, M, T(1), g, out, x, in, T(0), dw, in);
+        else
+            gemm_mixed<T, TX>(true, false, out, in, M, 1.0f, g, out, x, in, 0.0f, dw, in, GemmEpilogue<float>{});
+    }
     if (dbias) sum_rows<T>(g, M, out, dbias);
 }
 
@@ -77,10 +87,12 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
                  { matmul_forward<scalar_t>(y.data<scalar_t>(), a.data<scalar_t>(), b.data<scalar_t>(), M, K, N); });
     if (autograd::needs_grad({a, b})) {
         const bool need_a = a.requires_grad(), need_b = b.requires_grad();
-        Tensor sa = need_b ? a.detach() : Tensor();  // a is only needed for db, b only for da
-        Tensor sb = need_a ? b.detach() : Tensor();
+        // a is only needed for db, b only for da
+        const SavedTensor ssa = need_b ? save_for_backward(a) : SavedTensor();
+        const SavedTensor ssb = need_a ? save_for_backward(b) : SavedTensor();
         autograd::record("matmul", y, {a, b},
-                         [sa, sb, need_a, need_b, M, K, N](const Tensor& g) -> std::vector<Tensor> {
+                         [ssa, ssb, need_a, need_b, M, K, N](const Tensor& g) -> std::vector<Tensor> {
+                             const Tensor sa = ssa.get(), sb = ssb.get();
                              Tensor da, db;
                              if (need_a) da = Tensor::empty(with_last(g.shape(), K), g.dtype());
                              if (need_b) db = Tensor::empty({K, N}, g.dtype());
@@ -121,7 +133,7 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
     if (autograd::needs_grad({x, weight, bias})) {
         const bool need_x = x.requires_grad(), need_w = weight.requires_grad();
         const bool need_b = bias.defined() && bias.requires_grad();
-        Tensor sx = need_w ? x.detach() : Tensor();       // x only for dW
+        const SavedTensor sx = need_w ? save_for_backward(x) : SavedTensor();  // x only for dW
         Tensor sw = need_x ? weight.detach() : Tensor();  // W only for dx
         Shape xshape = x.shape();
         autograd::record("linear", y, {x, weight, bias},
@@ -130,11 +142,18 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
                              if (need_x) dx = Tensor::empty(xshape, g.dtype());
                              if (need_w) dw = Tensor::empty({out, in}, g.dtype());
                              if (need_b) db = Tensor::empty({out}, g.dtype());
+                             if (sx.is_bf16() && !meta_mode()) {
+                                 linear_backward<float>(need_x ? dx.data<float>() : nullptr, dw.data<float>(),
+                                                        need_b ? db.data<float>() : nullptr, g.data<float>(),
+                                                        sx.stored().data<BFloat16>(),
+                                                        need_x ? sw.data<float>() : nullptr, M, in, out);
+                                 return {dx, dw, db};
+                             }
                              CNX_DISPATCH(g.dtype(), "linear backward", {
                                  linear_backward<scalar_t>(need_x ? dx.data<scalar_t>() : nullptr,
                                                            need_w ? dw.data<scalar_t>() : nullptr,
                                                            need_b ? db.data<scalar_t>() : nullptr, g.data<scalar_t>(),
-                                                           need_w ? sx.data<scalar_t>() : nullptr,
+                                                           need_w ? sx.stored().data<scalar_t>() : nullptr,
                                                            need_x ? sw.data<scalar_t>() : nullptr, M, in, out);
                              });
                              return {dx, dw, db};

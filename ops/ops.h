@@ -14,6 +14,8 @@
 #include "ops/layer_norm.h"
 #include "ops/linear.h"
 #include "ops/pointwise.h"
+#include "ops/precision.h"
 #include "ops/reduce.h"
+#include "ops/saved.h"
 #include "ops/shape.h"
 #include "ops/softmax.h"

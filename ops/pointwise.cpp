@@ -8,6 +8,7 @@
 
 #include "core/autograd.h"
 #include "ops/parallel.h"
+#include "ops/saved.h"
 
 namespace cnx {
 namespace {
@@ -122,8 +123,9 @@ Tensor unary(const Tensor& x, const Params& p = {}) {
     CNX_DISPATCH(x.dtype(), Op::kName,
                  { unary_forward<Op, scalar_t>(y.data<scalar_t>(), x.data<scalar_t>(), x.numel(), p); });
     if (autograd::needs_grad({x})) {
-        Tensor saved = Op::kSavesOutput ? y.detach() : x.detach();
-        autograd::record(Op::kName, y, {x}, [saved, p](const Tensor& g) -> std::vector<Tensor> {
+        const SavedTensor ss = save_for_backward(Op::kSavesOutput ? y : x);
+        autograd::record(Op::kName, y, {x}, [ss, p](const Tensor& g) -> std::vector<Tensor> {
+            const Tensor saved = ss.get();
             Tensor dx = empty_like(g);
             CNX_DISPATCH(g.dtype(), Op::kName, {
                 unary_backward<Op, scalar_t>(dx.data<scalar_t>(), g.data<scalar_t>(), saved.data<scalar_t>(),

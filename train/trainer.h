@@ -36,6 +36,7 @@
 #include "dist/dist.h"
 #include "io/safetensors.h"
 #include "nn/module.h"
+#include "ops/precision.h"
 #include "optim/optimizer.h"
 #include "train/checkpoint.h"
 #include "train/evaluate.h"
@@ -138,6 +139,9 @@ struct TrainerOptions {
     std::function<std::vector<optim::ParamGroup>(const nn::Module&)> param_groups;
     Callbacks callbacks;
     LossFn val_loss;  // the validation loss reported; unset: cross-entropy without smoothing
+    // Precision::BF16: bf16 GEMMs where they pay and bf16 saved activations (ops/precision.h) for
+    // training and validation; weights, gradients and optimiser state stay float32.
+    Precision precision = Precision::FP32;
 };
 
 struct FitResult {

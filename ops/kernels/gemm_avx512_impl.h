@@ -37,6 +37,7 @@
 #include <cstdlib>
 #include <new>
 
+#include "core/storage.h"
 #include "ops/gemm.h"
 #include "ops/kernels/gelu_math.h"
 #include "ops/parallel.h"
@@ -141,6 +142,31 @@ inline void store16(float* p, __mmask16 m, __m512 v) {
         _mm512_mask_storeu_ps(p, m, v);
 }
 
+// 16 bfloat16 values widened to float32 (exact: a shift), under a lane mask.
+inline __m512 load16(const BFloat16* p, __mmask16 m) {
+    const __m256i h = m == 0xFFFF ? _mm256_loadu_si256((const __m256i*)p) : _mm256_maskz_loadu_epi16(m, p);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+// 16 floats rounded to bfloat16 exactly as float_to_bf16 (core/dtype.h) rounds: to nearest even,
+// NaN kept quiet. Integer operations only, so the float32 kernel (no AVX512_BF16) stores the same
+// bits as the bf16 one and as every other conversion in the library.
+inline __m256i round_bf16(__m512 v) {
+    const __m512i u = _mm512_castps_si512(v);
+    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    __m512i r = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), lsb), 16);
+    const __mmask16 nan =
+        _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
+    r = _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40)));
+    return _mm512_cvtepi32_epi16(r);
+}
+inline void store16(BFloat16* p, __mmask16 m, __m512 v) {
+    if (m == 0xFFFF)
+        _mm256_storeu_si256((__m256i*)p, round_bf16(v));
+    else
+        _mm256_mask_storeu_epi16(p, m, round_bf16(v));
+}
+
 // r[k] = column k of the 16 x 16 matrix whose rows are r[0..16): a transpose in registers.
 inline void transpose16(__m512 r[16]) {
     __m512 t[16];
@@ -170,7 +196,8 @@ inline void transpose16(__m512 r[16]) {
 
 // C[i0 + r, j0 + j] for r < mr, j < nr from the accumulated tile. first: this is the first K
 // block (C = beta*C + alpha*acc); otherwise C += alpha*acc. last: apply the epilogue. Each row is
-// two 16-lane halves under masks (all-ones except in the last column panel).
+// two 16-lane halves under masks (all-ones except in the last column panel). C is null when only
+// the epilogue's bfloat16 copy is wanted (first and last are then both true).
 void store_tile(const float* tile, int mr, int nr, float* C, int64_t ldc, int64_t i0, int64_t j0, float alpha,
                 float beta, bool first, bool last, const GemmEpilogue<float>& ep) {
     const bool plain = !last || ep.empty();
@@ -180,7 +207,7 @@ void store_tile(const float* tile, int mr, int nr, float* C, int64_t ldc, int64_
     const float cb = first ? beta : 1.0f;
     for (int r = 0; r < mr; ++r) {
         const int64_t i = i0 + r;
-        float* c = C + i * ldc + j0;
+        float* c = C ? C + i * ldc + j0 : nullptr;
         for (int hlf = 0; hlf < halves; ++hlf) {
             const __mmask16 m = mk[hlf];
             const int o = 16 * hlf;
@@ -192,11 +219,14 @@ void store_tile(const float* tile, int mr, int nr, float* C, int64_t ldc, int64_
                 if (ep.act == GemmAct::Gelu)
                     v = gelu_v(v);
                 else if (ep.act == GemmAct::GeluGrad)
-                    v = _mm512_mul_ps(v, gelu_grad_v(load16(ep.act_in + i * ep.ld_act_in + j0 + o, m)));
+                    v = _mm512_mul_ps(v, gelu_grad_v(ep.act_in_bf16
+                                                         ? load16(ep.act_in_bf16 + i * ep.ld_act_in + j0 + o, m)
+                                                         : load16(ep.act_in + i * ep.ld_act_in + j0 + o, m)));
                 if (ep.col_scale) v = _mm512_mul_ps(v, load16(ep.col_scale + j0 + o, m));
                 if (ep.residual) v = _mm512_add_ps(v, load16(ep.residual + i * ep.ld_residual + j0 + o, m));
+                if (ep.out_bf16) store16(ep.out_bf16 + i * ep.ld_out_bf16 + j0 + o, m, v);
             }
-            store16(c + o, m, v);
+            if (c) store16(c + o, m, v);
         }
     }
 }
@@ -222,16 +252,17 @@ struct KernelPrefetch {
 // block: the latter are whole activations, read once, from DRAM), prefetched one row per depth
 // step; and the addresses to prefetch into L2 for the calls that follow.
 struct TileRows {
-    const float* p;  // row 0, column j0
-    int64_t ld;
+    const char* p;  // row 0, column j0
+    int64_t ld;     // in bytes
     bool write;
 };
 struct KernelHints {
-    TileRows tiles[4];
+    TileRows tiles[5];
     int n_tiles = 0;
     const KernelPrefetch* pf = nullptr;
-    void add(const float* p, int64_t ld, bool write) {
-        if (p) tiles[n_tiles++] = {p, ld, write};
+    template <class E>
+    void add(const E* p, int64_t ld, bool write) {
+        if (p) tiles[n_tiles++] = {(const char*)p, ld * (int64_t)sizeof(E), write};
     }
 };
 
@@ -240,13 +271,13 @@ struct KernelHints {
 inline void prefetch_step(const KernelHints& h, int64_t k) {
     if (k < MR)
         for (int t = 0; t < h.n_tiles; ++t) {
-            const float* row = h.tiles[t].p + k * h.tiles[t].ld;
+            const char* row = h.tiles[t].p + k * h.tiles[t].ld;
             if (h.tiles[t].write) {
                 asm volatile("prefetchw %0" ::"m"(row[0]));
-                asm volatile("prefetchw %0" ::"m"(row[16]));
+                asm volatile("prefetchw %0" ::"m"(row[64]));
             } else {
-                _mm_prefetch((const char*)row, _MM_HINT_T0);
-                _mm_prefetch((const char*)(row + 16), _MM_HINT_T0);
+                _mm_prefetch(row, _MM_HINT_T0);
+                _mm_prefetch(row + 64, _MM_HINT_T0);
             }
         }
     const int64_t i = 2 * k;
@@ -334,21 +365,46 @@ struct APanel {
     bool kmajor;
 };
 
-// The problem as the driver sees it (row-major, op() flags, the epilogue).
+// The problem as the driver sees it (row-major, op() flags, the epilogue). A and B are float32, or
+// bfloat16 where a_bf16 / b_bf16 (saved activations); the kernels' packing reads either.
 struct GemmArgs {
     bool ta, tb;
     int64_t M, N, K;
     float alpha;
-    const float* A;
+    const void* A;
     int64_t lda;
-    const float* B;
+    const void* B;
     int64_t ldb;
     float beta;
     float* C;
     int64_t ldc;
     const GemmEpilogue<float>* ep;
     bool gelu_a, gelu_b;
+    bool a_bf16 = false, b_bf16 = false;
+
+    int64_t a_bytes() const { return a_bf16 ? 2 : 4; }  // per element as stored
+    int64_t b_bytes() const { return b_bf16 ? 2 : 4; }
+    // Element (row, col) of A / B as stored, as a byte address.
+    const char* a_at(int64_t row, int64_t col) const { return (const char*)A + (row * lda + col) * a_bytes(); }
+    const char* b_at(int64_t row, int64_t col) const { return (const char*)B + (row * ldb + col) * b_bytes(); }
 };
+
+// Runs fn(p) with p an operand (g.A or g.B) typed as it is stored: float or BFloat16.
+template <class F>
+inline void with_stored(const void* p, bool bf16, F&& fn) {
+    if (bf16)
+        fn(static_cast<const BFloat16*>(p));
+    else
+        fn(static_cast<const float*>(p));
+}
+template <class F>
+inline void with_a(const GemmArgs& g, F&& fn) {
+    with_stored(g.A, g.a_bf16, fn);
+}
+template <class F>
+inline void with_b(const GemmArgs& g, F&& fn) {
+    with_stored(g.B, g.b_bf16, fn);
+}
 
 // Per-thread state of the driver: packing buffers, and which B block is packed in bbuf (call id,
 // first panel, depth offset) so a thread's next unit over the same block skips it.
@@ -399,6 +455,7 @@ void gemm_depth_split(const GemmArgs& g, int64_t kc_max, int64_t nc_max, int64_t
         w.ta = !g.tb, w.tb = !g.ta, w.M = N, w.N = M;
         w.A = g.B, w.lda = g.ldb, w.B = g.A, w.ldb = g.lda;
         w.gelu_a = g.gelu_b, w.gelu_b = g.gelu_a;
+        w.a_bf16 = g.b_bf16, w.b_bf16 = g.a_bf16;
     }
     static thread_local AlignedBuffer<float> scratch;
     float* part = scratch.get(S * M * N);
@@ -407,8 +464,8 @@ void gemm_depth_split(const GemmArgs& g, int64_t kc_max, int64_t nc_max, int64_t
         const int64_t k0 = s * chunk;
         GemmArgs c = w;
         c.K = std::min(chunk, K - k0);
-        c.A = w.ta ? w.A + k0 * w.lda : w.A + k0;
-        c.B = w.tb ? w.B + k0 : w.B + k0 * w.ldb;
+        c.A = w.ta ? w.a_at(k0, 0) : w.a_at(0, k0);
+        c.B = w.tb ? w.b_at(0, k0) : w.b_at(k0, 0);
         c.alpha = 1.0f, c.beta = 0.0f;
         c.C = part + s * M * N, c.ldc = w.N;
         c.ep = &none;
@@ -461,6 +518,19 @@ void gemm_blocked(const GemmArgs& g, int64_t kc_max, int64_t nc_max, bool serial
     // Depth blocks of equal size (a 384-deep product runs as 2 x 192, not 256 + 128), a whole
     // number of packed elements except in the last.
     const int64_t nkb = (K + kc_max - 1) / kc_max;
+    if (!g.C && nkb > 1) {
+        // Only the epilogue's bfloat16 copy is wanted, but the depth blocks accumulate in C: a
+        // float32 C for this call, from the caching allocator.
+        struct TempC {
+            size_t bytes;
+            float* p;
+            explicit TempC(size_t n) : bytes(n * sizeof(float)), p((float*)allocator::allocate(bytes)) {}
+            ~TempC() { allocator::release(p, bytes); }
+        } tmp((size_t)(M * N));
+        GemmArgs h = g;
+        h.C = tmp.p, h.ldc = N, h.beta = 0.0f;
+        return gemm_blocked<KT>(h, kc_max, nc_max, serial, follow);
+    }
     const int64_t kc_blk = ((K + nkb - 1) / nkb + KU - 1) / KU * KU;
     const int64_t kcu_blk = kc_blk / KU;  // packed rows of a full depth block
     const int64_t n_rp = (M + MR - 1) / MR, n_cp = (N + NR - 1) / NR;
@@ -539,14 +609,15 @@ void gemm_blocked(const GemmArgs& g, int64_t kc_max, int64_t nc_max, bool serial
                 if (nx) {
                     const int64_t pn = last_group ? 0 : q1 * kc_blk, kn = std::min(group * kc_blk, nx->K - pn);
                     if (!shared_b) {
+                        const int64_t eb = nx->b_bytes();
                         if (nx->tb)
-                            next.add(nx->B + j_lo * nx->ldb + pn, j_hi - j_lo, kn * 4, nx->ldb * 4);
+                            next.add(nx->b_at(j_lo, pn), j_hi - j_lo, kn * eb, nx->ldb * eb);
                         else
-                            next.add(nx->B + pn * nx->ldb + j_lo, kn, (j_hi - j_lo) * 4, nx->ldb * 4);
+                            next.add(nx->b_at(pn, j_lo), kn, (j_hi - j_lo) * eb, nx->ldb * eb);
                     }
                     if (nx->ta) {
                         const int64_t i_lo = rp0 * MR, i_hi = std::min(M, rp1 * MR);
-                        next.add(nx->A + pn * nx->lda + i_lo, kn, (i_hi - i_lo) * 4, nx->lda * 4);
+                        next.add(nx->a_at(pn, i_lo), kn, (i_hi - i_lo) * nx->a_bytes(), nx->lda * nx->a_bytes());
                     }
                 }
                 next.pace((rp1 - rp0) * (q1 - q0) * np);
@@ -564,22 +635,26 @@ void gemm_blocked(const GemmArgs& g, int64_t kc_max, int64_t nc_max, bool serial
                             // First column panel: pull the same depths of the next row panel
                             // (rows of A) into L2.
                             if (!g.ta && p == jp && rp + 1 < rp1)
-                                pf.add_lines(g.A + (i0 + MR) * g.lda + pc, std::min<int64_t>(MR, M - i0 - MR), kc * 4,
-                                             g.lda * 4);
+                                pf.add_lines(g.a_at(i0 + MR, pc), std::min<int64_t>(MR, M - i0 - MR), kc * g.a_bytes(),
+                                             g.lda * g.a_bytes());
                             next.take(pf);
                             KernelHints hints;
                             hints.pf = &pf;
                             if (mr == MR) {
-                                hints.add(g.C + i0 * g.ldc + j0, g.ldc, true);
+                                if (g.C) hints.add(g.C + i0 * g.ldc + j0, g.ldc, true);
                                 const GemmEpilogue<float>& ep = *g.ep;
                                 if (last && ep.pre) hints.add(ep.pre + i0 * ep.ld_pre + j0, ep.ld_pre, true);
-                                if (last && ep.act == GemmAct::GeluGrad)
+                                if (last && ep.out_bf16)
+                                    hints.add(ep.out_bf16 + i0 * ep.ld_out_bf16 + j0, ep.ld_out_bf16, true);
+                                if (last && ep.act == GemmAct::GeluGrad && ep.act_in_bf16)
+                                    hints.add(ep.act_in_bf16 + i0 * ep.ld_act_in + j0, ep.ld_act_in, false);
+                                else if (last && ep.act == GemmAct::GeluGrad)
                                     hints.add(ep.act_in + i0 * ep.ld_act_in + j0, ep.ld_act_in, false);
                                 if (last && ep.residual)
                                     hints.add(ep.residual + i0 * ep.ld_residual + j0, ep.ld_residual, false);
                             }
                             if (in_place(p))
-                                KT::kernel(ap, kcu, (const P*)(g.B + pc * g.ldb + j0), g.ldb, tile, hints);
+                                KT::kernel(ap, kcu, (const P*)g.b_at(pc, j0), g.ldb, tile, hints);
                             else
                                 KT::kernel(ap, kcu, packed_panel(q, p, kcu), NR, tile, hints);
                             store_tile(tile, mr, nr, g.C, g.ldc, i0, j0, g.alpha, g.beta, first, last, *g.ep);

@@ -50,16 +50,17 @@ void backward_coeffs(const double* S, const T* gamma, const T* G, const T* Nx, d
 
 // The backward up to the input gradient, over the activation a = act(in[i]) (in [N, P, K]):
 // the per-image sums of dy a and dy (column_sums: double accumulators, the same for any thread
-// count), then r [N, K]; dgamma and dbeta [K] are written when given.
-template <class T, class Act>
-void backward_stats(const T* dy, const T* in, const Act& act, const T* gamma, const T* G, const T* Nx,
+// count), then r [N, K]; dgamma and dbeta [K] are written when given. TI: how in is stored (T, or
+// bfloat16 saved for backward; act widens it).
+template <class T, class TI, class Act>
+void backward_stats(const T* dy, const TI* in, const Act& act, const T* gamma, const T* G, const T* Nx,
                     const double* denom, int64_t N, int64_t P, int64_t K, T* r, T* dgamma, T* dbeta) {
     std::vector<double> S(N * 2 * K);  // per image: [sum dy a | sum dy]
     column_sums<double>(N, P, 2 * K, S.data(), 1.0, [&](int64_t n, int64_t r0, int64_t r1, double* acc) {
         double* acc_b = acc + K;
         for (int64_t row = r0; row < r1; ++row) {
             const T* g = dy + (n * P + row) * K;
-            const T* x = in + (n * P + row) * K;
+            const TI* x = in + (n * P + row) * K;
 #pragma omp simd
             for (int64_t k = 0; k < K; ++k) {
                 acc[k] += (double)g[k] * (double)act(x[k]);

@@ -21,12 +21,23 @@ bool sgemm_avx512_available();
 // ... and AVX512_BF16, and the compiler could build the bf16 kernel.
 bool sbgemm_avx512_available();
 
-void sgemm_avx512(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
-                  const float* B, int64_t ldb, float beta, float* C, int64_t ldc, const GemmEpilogue<float>& ep,
-                  bool gelu_a, bool gelu_b, const GemmBlocking& blocking);
+// A and B: float32, or bfloat16 where a_bf16 / b_bf16. C may be null when ep.out_bf16 is set and
+// beta is 0 (ops/gemm.h).
+struct KernelOperands {
+    const void* A;
+    int64_t lda;
+    bool a_bf16;
+    const void* B;
+    int64_t ldb;
+    bool b_bf16;
+};
 
-void sbgemm_avx512(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
-                   int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc,
-                   const GemmEpilogue<float>& ep, bool gelu_a, bool gelu_b, const GemmBlocking& blocking);
+void sgemm_avx512(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const KernelOperands& ab,
+                  float beta, float* C, int64_t ldc, const GemmEpilogue<float>& ep, bool gelu_a, bool gelu_b,
+                  const GemmBlocking& blocking);
+
+void sbgemm_avx512(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const KernelOperands& ab,
+                   float beta, float* C, int64_t ldc, const GemmEpilogue<float>& ep, bool gelu_a, bool gelu_b,
+                   const GemmBlocking& blocking);
 
 }  // namespace cnx::kernels

@@ -1,0 +1,21 @@
+#pragma once
+// --precision for train, eval, predict, gradcam and bench: one spelling and one help text.
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+#include "ops/precision.h"
+
+namespace cnx::app {
+
+inline CLI::Option* add_precision_option(CLI::App* cmd, std::string& precision) {
+    return cmd
+        ->add_option("--precision", precision,
+                     "fp32, or bf16: bf16 GEMMs where this CPU's bf16 dot product is at least 1.5x its fp32 rate "
+                     "(else fp32 ones) and activations saved for backward in bfloat16; weights, gradients, "
+                     "optimiser state, norms, softmax and losses stay fp32")
+        ->check(CLI::IsMember({"fp32", "bf16", "float32", "bfloat16"}))
+        ->capture_default_str();
+}
+
+}  // namespace cnx::app
