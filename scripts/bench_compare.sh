@@ -5,6 +5,9 @@
 #
 #   scripts/bench_compare.sh                       # W1-W4, 5 pairs each, build/bin/convnext
 #   RUNS=3 WORKLOADS="W1 W4" BUILD_DIR=build-perf scripts/bench_compare.sh
+#   BF16=1 scripts/bench_compare.sh                # four sides per round: ours fp32, ours
+#                                                  # --precision bf16, the peer's default, and its
+#                                                  # best CPU setup (--bf16 --channels-last)
 #
 # Environment: RUNS (pairs per workload, default 5), WORKLOADS (default "W1 W2 W3 W4"),
 # BUILD_DIR (default build), THREADS (default 2), PEER (path of torch_bench.py), LOG (raw JSON
@@ -21,7 +24,7 @@ PEER=${PEER:-../shared/peer/torch_bench.py}
 /usr/bin/python3 -c "import torch" 2>/dev/null || { echo "bench_compare: /usr/bin/python3 has no torch" >&2; exit 1; }
 
 export CLI PEER
-export RUNS=${RUNS:-5} WORKLOADS=${WORKLOADS:-"W1 W2 W3 W4"} THREADS=${THREADS:-2} LOG=${LOG:-$BUILD_DIR/bench_compare.log}
+export BF16=${BF16:-0} RUNS=${RUNS:-5} WORKLOADS=${WORKLOADS:-"W1 W2 W3 W4"} THREADS=${THREADS:-2} LOG=${LOG:-$BUILD_DIR/bench_compare.log}
 exec /usr/bin/python3 - <<'PY'
 import json, os, resource, statistics, subprocess, sys, time
 
@@ -49,26 +52,44 @@ def run(cmd):
 with open(log, "a") as f:
     f.write("# %s load %s\n" % (time.strftime("%Y-%m-%d %H:%M:%S"), open("/proc/loadavg").read().strip()))
 rows = []
+bf16 = os.environ["BF16"] == "1"
 for name in os.environ["WORKLOADS"].split():
     args, steps, target = W[name]
     common = args.split() + ["--steps", str(steps), "--warmup", "1", "--threads", threads]
-    ours, theirs = [], []
+    sides = [("ours", [cli, "bench"] + common + ["--json"]), ("peer", ["/usr/bin/python3", peer] + common)]
+    if bf16:
+        sides[1:1] = [("ours-bf16", [cli, "bench"] + common + ["--json", "--precision", "bf16"])]
+        sides.append(("peer-bf16-cl", ["/usr/bin/python3", peer] + common + ["--bf16", "--channels-last"]))
+    got = {side: [] for side, _ in sides}
     for r in range(runs):
-        for side, cmd in (("ours", [cli, "bench"] + common + ["--json"]), ("peer", ["/usr/bin/python3", peer] + common)):
+        for side, cmd in sides:
             j = run(cmd)
-            (ours if side == "ours" else theirs).append(j)
+            got[side].append(j)
             with open(log, "a") as f:
                 f.write("%s %s %s\n" % (name, side, json.dumps(j)))
-            print("%s run %d %-4s %8.2f img/s  peak RSS %6.0f MB  cpu %6.1f s" % (name, r + 1, side, j["img_per_s"], j["peak_rss_mb"], j["cpu_s"]), file=sys.stderr)
-    med = lambda xs: statistics.median(xs)
-    o, p = med([j["img_per_s"] for j in ours]), med([j["img_per_s"] for j in theirs])
-    pair = med([a["img_per_s"] / b["img_per_s"] for a, b in zip(ours, theirs)])
-    rows.append((name, args, o, p, o / p, pair, target, med([j["peak_rss_mb"] for j in ours]), med([j["peak_rss_mb"] for j in theirs])))
+            print("%s run %d %-12s %8.2f img/s  peak RSS %6.0f MB  cpu %6.1f s" % (name, r + 1, side, j["img_per_s"], j["peak_rss_mb"], j["cpu_s"]), file=sys.stderr)
+    rows.append((name, args, target, got))
 
+med = statistics.median
+def ips(js): return med([j["img_per_s"] for j in js])
+def rss(js): return med([j["peak_rss_mb"] for j in js])
 print("load average now: %s" % open("/proc/loadavg").read().strip())
-print("| workload | convnext.cpp img/s | PyTorch img/s | ratio of medians | median of paired ratios | target | peak RSS ours / PyTorch (MB) |")
-print("|---|---|---|---|---|---|---|")
-for name, args, o, p, ratio, pair, target, ro, rp in rows:
-    print("| %s `%s` | %.2f | %.2f | **%.2fx** %s | %.2fx | >= %.1fx | %.0f / %.0f = %.2f |" % (
-        name, args, o, p, ratio, "ok" if ratio >= target else "BELOW", pair, target, ro, rp, ro / rp))
+if not bf16:
+    print("| workload | convnext.cpp img/s | PyTorch img/s | ratio of medians | median of paired ratios | target | peak RSS ours / PyTorch (MB) |")
+    print("|---|---|---|---|---|---|---|")
+    for name, args, target, g in rows:
+        o, p = ips(g["ours"]), ips(g["peer"])
+        pair = med([a["img_per_s"] / b["img_per_s"] for a, b in zip(g["ours"], g["peer"])])
+        print("| %s `%s` | %.2f | %.2f | **%.2fx** %s | %.2fx | >= %.1fx | %.0f / %.0f = %.2f |" % (
+            name, args, o, p, o / p, "ok" if o / p >= target else "BELOW", pair, target, rss(g["ours"]), rss(g["peer"]),
+            rss(g["ours"]) / rss(g["peer"])))
+else:
+    print("| workload | ours fp32 | ours bf16 | PyTorch default | PyTorch --bf16 --channels-last | bf16 / fp32 (ours) | ours best / PyTorch default | ours best / PyTorch best | peak RSS MB: ours fp32, bf16; PyTorch default, best |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, args, target, g in rows:
+        o, ob, p, pb = ips(g["ours"]), ips(g["ours-bf16"]), ips(g["peer"]), ips(g["peer-bf16-cl"])
+        best = max(o, ob)
+        print("| %s `%s` | %.2f | %.2f | %.2f | %.2f | %.2fx | %.2fx | **%.2fx** | %.0f, %.0f; %.0f, %.0f |" % (
+            name, args, o, ob, p, pb, ob / o, best / p, best / pb, rss(g["ours"]), rss(g["ours-bf16"]),
+            rss(g["peer"]), rss(g["peer-bf16-cl"])))
 PY
