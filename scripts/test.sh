@@ -6,7 +6,7 @@
 #      built and run against it (its CTest tests), so the installed package cannot break silently;
 #   3. the same suite built with AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/):
 #      any memory error, leak or undefined behaviour aborts the test that hit it;
-#   4. a 30-second libFuzzer smoke run of every file-parser harness (build-fuzz/).
+#   4. a 20-second libFuzzer smoke run of every file-parser harness (build-fuzz/).
 # Each stage prints its wall-clock and CPU time (user + sys of everything it ran), and a table at
 # the end. Skip stages with CONVNEXT_TEST_SKIP="examples asan fuzz" (any of them; local use).
 set -euo pipefail
@@ -90,7 +90,7 @@ if ! skipped asan; then
   stage "sanitizer build" sanitizer_build
   stage "sanitizer tests" sanitizer_tests
 fi
-if ! skipped fuzz; then stage "fuzz smoke run" scripts/fuzz.sh 30; fi
+if ! skipped fuzz; then stage "fuzz smoke run" scripts/fuzz.sh 20; fi
 
 echo "== all passed in $((SECONDS - t0)) s"
 printf '   %s\n' "${SUMMARY[@]}"
