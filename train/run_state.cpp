@@ -2,6 +2,7 @@
 
 #include <cstdio>
 #include <stdexcept>
+#include <utility>
 
 #include "core/error.h"
 
@@ -33,21 +34,29 @@ std::string exact(double v) {
     return buf;
 }
 
+// The numeric fields, in one list for writing and reading.
+const std::pair<const char*, int64_t RunState::*> kIntegerFields[] = {
+    {"epoch", &RunState::epoch},
+    {"batch_in_epoch", &RunState::batch_in_epoch},
+    {"step_in_epoch", &RunState::step_in_epoch},
+    {"global_step", &RunState::global_step},
+    {"seen", &RunState::seen},
+    {"correct", &RunState::correct},
+};
+const std::pair<const char*, double RunState::*> kRealFields[] = {
+    {"loss_sum", &RunState::loss_sum},
+    {"epoch_seconds", &RunState::epoch_seconds},
+    {"best_acc", &RunState::best_acc},
+};
+
 }  // namespace
 
 void write_run_state(const RunState& st, io::Metadata& meta) {
     json hist = json::array();
     for (size_t i = 0; i < st.history.size(); ++i) hist.push_back(st.history[i].to_json((int64_t)i));
     meta["model"] = st.model;
-    meta["epoch"] = std::to_string(st.epoch);
-    meta["batch_in_epoch"] = std::to_string(st.batch_in_epoch);
-    meta["step_in_epoch"] = std::to_string(st.step_in_epoch);
-    meta["global_step"] = std::to_string(st.global_step);
-    meta["loss_sum"] = exact(st.loss_sum);
-    meta["seen"] = std::to_string(st.seen);
-    meta["correct"] = std::to_string(st.correct);
-    meta["epoch_seconds"] = exact(st.epoch_seconds);
-    meta["best_acc"] = exact(st.best_acc);
+    for (const auto& [key, field] : kIntegerFields) meta[key] = std::to_string(st.*field);
+    for (const auto& [key, field] : kRealFields) meta[key] = exact(st.*field);
     meta["rng"] = st.rng;
     meta["mix_rng"] = st.mix_rng;
     meta["history"] = hist.dump();
@@ -75,15 +84,8 @@ RunState read_run_state(const io::Metadata& md, const std::string& path) {
     };
     RunState st;
     st.model = meta("model");
-    st.epoch = integer("epoch");
-    st.batch_in_epoch = integer("batch_in_epoch");
-    st.step_in_epoch = integer("step_in_epoch");
-    st.global_step = integer("global_step");
-    st.loss_sum = real("loss_sum");
-    st.seen = integer("seen");
-    st.correct = integer("correct");
-    st.epoch_seconds = real("epoch_seconds");
-    st.best_acc = real("best_acc");
+    for (const auto& [key, field] : kIntegerFields) st.*field = integer(key);
+    for (const auto& [key, field] : kRealFields) st.*field = real(key);
     st.rng = meta("rng");
     st.mix_rng = meta("mix_rng");
     json hist;
