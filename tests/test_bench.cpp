@@ -32,6 +32,16 @@ json last_json(const std::string& out) {
     return j;
 }
 
+// Runs a command line that must succeed and print a JSON object; returns that object.
+json json_of_command(const std::string& command) {
+    auto run = cli_test::shell(command, false);
+    INFO(run.output);
+    REQUIRE(run.code == 0);
+    json j = last_json(run.output);
+    REQUIRE(j.is_object());
+    return j;
+}
+
 }  // namespace
 
 TEST_CASE("cpu_info names the CPU and sizes its caches", "[bench]") {
@@ -65,10 +75,7 @@ TEST_CASE("convnext bench: --peak caches per CPU, the model bench reports gflops
           "[bench][cli]") {
     const auto dir = cli_test::temp_dir("bench");
     const std::string env = "XDG_CACHE_HOME=" + dir.string() + " ";
-    auto peak = cli_test::shell(env + CONVNEXT_CLI + " bench --peak --json", false);
-    REQUIRE(peak.code == 0);
-    const json p = last_json(peak.output);
-    REQUIRE(p.is_object());
+    const json p = json_of_command(env + CONVNEXT_CLI + " bench --peak --json");
     for (const char* k : {"fp32_gflops_per_core", "fp32_gflops_all", "mem_gbs_per_core", "mem_gbs_all"})
         REQUIRE(p.at(k).get<double>() > 0);
     REQUIRE(p.at("fp32_gflops_all").get<double>() >= p.at("fp32_gflops_per_core").get<double>() * 0.5);
@@ -77,13 +84,9 @@ TEST_CASE("convnext bench: --peak caches per CPU, the model bench reports gflops
     REQUIRE(file.rfind(dir.string(), 0) == 0);
     REQUIRE(std::ifstream(file).good());
 
-    auto run = cli_test::shell(env + CONVNEXT_CLI +
+    const json j = json_of_command(env + CONVNEXT_CLI +
                                    " bench --model convnext_atto --batch-size 2 --image-size 32 --num-classes 10 "
-                                   "--mode train --steps 1 --warmup 0 --threads 1 --json",
-                               false);
-    REQUIRE(run.code == 0);
-    const json j = last_json(run.output);
-    REQUIRE(j.is_object());
+                                   "--mode train --steps 1 --warmup 0 --threads 1 --json");
     // the peer benchmark's fields, unchanged
     for (const char* k : {"peer", "model", "mode", "batch_size", "image_size", "img_per_s", "step_s", "peak_rss_mb",
                           "threads", "openblas_coretype"})
@@ -102,13 +105,9 @@ TEST_CASE("convnext bench: --peak caches per CPU, the model bench reports gflops
 }
 
 TEST_CASE("convnext bench --gemm: every pointwise GEMM of the model, fp32 and bf16", "[bench][cli]") {
-    auto run = cli_test::shell(std::string("CNX_PEAK_CACHE=off ") + CONVNEXT_CLI +
+    const json j = json_of_command(std::string("CNX_PEAK_CACHE=off ") + CONVNEXT_CLI +
                                    " bench --gemm --model convnext_atto --batch-size 2 --image-size 32 --threads 2 "
-                                   "--reps 1 --json",
-                               false);
-    REQUIRE(run.code == 0);
-    const json j = last_json(run.output);
-    REQUIRE(j.is_object());
+                                   "--reps 1 --json");
     const auto& rows = j.at("gemm");
     REQUIRE(rows.size() == 24);  // 4 stages x (2 forward, 2 dX, 2 dW)
     for (const auto& r : rows) {

@@ -98,16 +98,22 @@ struct Fixture {
 
 }  // namespace
 
-TEST_CASE("predict: --json top-k matches the in-process pipeline", "[predict]") {
-    Fixture fx;
-    auto r = run_cli("predict --model convnext_atto --weights '" + fx.weights + "' --classes '" + fx.classes +
-                         "' --image '" + fx.dir / "rgb.png" + "' --resize 40 --crop 32 --topk 3 --json",
-                     fx.dir);
+// predict --json on the fixture's atto weights with `args`: the run must succeed; one object per image.
+static std::vector<nlohmann::json> predict_json(const Fixture& fx, const std::string& args) {
+    auto r = run_cli("predict --model convnext_atto --weights '" + fx.weights + "' " + args + " --json", fx.dir);
     INFO(r.err);
     REQUIRE(r.code == 0);
-    auto lines = lines_of(r.out);
-    REQUIRE(lines.size() == 1);
-    auto j = nlohmann::json::parse(lines[0]);
+    std::vector<nlohmann::json> out;
+    for (const auto& line : lines_of(r.out)) out.push_back(nlohmann::json::parse(line));
+    return out;
+}
+
+TEST_CASE("predict: --json top-k matches the in-process pipeline", "[predict]") {
+    Fixture fx;
+    auto js = predict_json(fx, "--classes '" + fx.classes + "' --image '" + fx.dir / "rgb.png" +
+                                   "' --resize 40 --crop 32 --topk 3");
+    REQUIRE(js.size() == 1);
+    auto j = js[0];
     CHECK(j["image"] == fx.dir / "rgb.png");
     REQUIRE(j["top"].is_array());
     REQUIRE(j["top"].size() == 3);
@@ -133,14 +139,10 @@ TEST_CASE("predict: --json top-k matches the in-process pipeline", "[predict]") 
 
 TEST_CASE("predict: several images, a folder, the table, labels default to indices", "[predict]") {
     Fixture fx;
-    auto r = run_cli("predict --model convnext_atto --weights '" + fx.weights + "' --image '" + fx.dir / "rgb.png" +
-                         "' '" + fx.dir / "grey.png" + "' --resize 40 --crop 32 --topk 10 --json",
-                     fx.dir);
-    INFO(r.err);
-    REQUIRE(r.code == 0);
-    auto lines = lines_of(r.out);
-    REQUIRE(lines.size() == 2);
-    auto j = nlohmann::json::parse(lines[1]);
+    auto js = predict_json(fx, "--image '" + fx.dir / "rgb.png" + "' '" + fx.dir / "grey.png" +
+                                   "' --resize 40 --crop 32 --topk 10");
+    REQUIRE(js.size() == 2);
+    auto j = js[1];
     CHECK(j["image"] == fx.dir / "grey.png");
     REQUIRE(j["top"].size() == 4);  // top-k capped at the number of classes
     double sum = 0;
@@ -154,18 +156,14 @@ TEST_CASE("predict: several images, a folder, the table, labels default to indic
 
     // A folder: every image in it, sorted (grey, rgb, rgba), other files ignored.
     std::ofstream(fx.dir / "notes.txt") << "x";
-    r = run_cli("predict --model convnext_atto --weights '" + fx.weights + "' --image '" + fx.dir.path.string() +
-                    "' --resize 40 --crop 32 --json",
-                fx.dir);
-    REQUIRE(r.code == 0);
-    lines = lines_of(r.out);
-    REQUIRE(lines.size() == 3);
-    CHECK(nlohmann::json::parse(lines[0])["image"] == fx.dir / "grey.png");
-    CHECK(nlohmann::json::parse(lines[2])["image"] == fx.dir / "rgba.png");
+    js = predict_json(fx, "--image '" + fx.dir.path.string() + "' --resize 40 --crop 32");
+    REQUIRE(js.size() == 3);
+    CHECK(js[0]["image"] == fx.dir / "grey.png");
+    CHECK(js[2]["image"] == fx.dir / "rgba.png");
 
-    r = run_cli("predict --model convnext_atto --weights '" + fx.weights + "' --classes '" + fx.classes +
-                    "' --image '" + fx.dir / "rgba.png" + "' --resize 40 --crop 32 --topk 2",
-                fx.dir);
+    auto r = run_cli("predict --model convnext_atto --weights '" + fx.weights + "' --classes '" + fx.classes +
+                         "' --image '" + fx.dir / "rgba.png" + "' --resize 40 --crop 32 --topk 2",
+                     fx.dir);
     REQUIRE(r.code == 0);
     CHECK(r.out.find("rank") != std::string::npos);
     CHECK(lines_of(r.out).size() == 4);  // image, header, 2 rows

@@ -94,12 +94,19 @@ TEST_CASE("train: 12 AdamW steps of convnextv2_atto equal PyTorch's losses and l
     fs::remove_all(out);
 }
 
-TEST_CASE("train: a micro ConvNeXt learns the tiny folder, writes its outputs, and eval reports it") {
-    fs::path out = temp_dir("learn");
-    auto r = run("train --data " + fixture("train_folder") + " " + kMicro +
-                 "--batch-size 4 --epochs 20 --lr 3e-3 --no-augment --val-rate 0.25 --seed 3 --out " + out.string());
+// Trains the micro model on the tiny folder into a fresh temporary folder `out` (named `name`);
+// the run must succeed.
+static RunResult train_tiny_folder(const std::string& name, const std::string& args, fs::path& out) {
+    out = temp_dir(name);
+    auto r = run("train --data " + fixture("train_folder") + " " + kMicro + args + " --out " + out.string());
     INFO(r.output);
     REQUIRE(r.code == 0);
+    return r;
+}
+
+TEST_CASE("train: a micro ConvNeXt learns the tiny folder, writes its outputs, and eval reports it") {
+    fs::path out;
+    auto r = train_tiny_folder("learn", "--batch-size 4 --epochs 20 --lr 3e-3 --no-augment --val-rate 0.25 --seed 3", out);
     for (auto f : {"class_indices.json", "metrics.jsonl", "best.safetensors", "checkpoint.safetensors", "curves.png"})
         CHECK(fs::exists(out / f));
     CHECK(read_bytes(out / "class_indices.json") == "{\n    \"0\": \"circles\",\n    \"1\": \"squares\",\n    \"2\": \"stripes\"\n}");
@@ -260,11 +267,8 @@ TEST_CASE("train and eval: usage and input errors are clean") {
 }
 
 TEST_CASE("train: --epochs 1 with the default --warmup-epochs 1 warms up over the whole run, as the classic script") {
-    fs::path out = temp_dir("one_epoch");
-    auto r = run("train --data " + fixture("train_folder") + " " + kMicro +
-                 "--batch-size 4 --epochs 1 --lr 1e-3 --val-rate 0 --show-predictions 0 --out " + out.string());
-    INFO(r.output);
-    REQUIRE(r.code == 0);
+    fs::path out;
+    auto r = train_tiny_folder("one_epoch", "--batch-size 4 --epochs 1 --lr 1e-3 --val-rate 0 --show-predictions 0", out);
     CHECK(r.output.find("1 epochs, lr 0.001, wd 0.05, warmup 1 epoch(s)") != std::string::npos);
     std::vector<double> lrs;
     for (auto& rec : read_jsonl(out / "metrics.jsonl"))
