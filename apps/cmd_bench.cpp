@@ -4,6 +4,7 @@
 #include <sys/resource.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
@@ -242,6 +243,9 @@ std::function<int()> setup(CLI::App& root) {
         const double gflops = step_flops / dt / 1e9;
         const int threads = get_num_threads();
         const double peak_gflops = peak.fp32_all / peak.threads * std::min(threads, cpu_info().hardware_threads);
+        // A bf16 run's arithmetic limit is the bf16 dot-product rate; fraction_of_peak stays against
+        // the fp32 one (the contract), so both fractions are given.
+        const double bf16_peak_gflops = peak.bf16_all / peak.threads * std::min(threads, cpu_info().hardware_threads);
         nlohmann::json j{{"peer", "convnext.cpp"},
                          {"model", o->model},
                          {"mode", o->mode},
@@ -251,11 +255,15 @@ std::function<int()> setup(CLI::App& root) {
                          {"step_s", dt},
                          {"peak_rss_mb", peak_rss_mb()},
                          {"peak_tensor_mb", allocator::peak_live_bytes() / 1048576.0},
+                         {"peak_reserved_mb", allocator::peak_reserved_bytes() / 1048576.0},
                          {"threads", get_num_threads()},
                          {"openblas_coretype", coretype ? coretype : ""},
                          {"gflops", gflops},
                          {"fraction_of_peak", gflops / peak_gflops},
                          {"peak_gflops", peak_gflops},
+                         {"bf16_peak_gflops", bf16_peak_gflops > 0 ? nlohmann::json(bf16_peak_gflops) : nlohmann::json()},
+                         {"fraction_of_bf16_peak",
+                          bf16_peak_gflops > 0 ? nlohmann::json(gflops / bf16_peak_gflops) : nlohmann::json()},
                          {"peak_source", peak_cached ? "cache" : "measured"},
                          {"cpu", cpu_info().model_name},
                          {"gemm_backend", gemm_backend_name()},
@@ -270,16 +278,19 @@ std::function<int()> setup(CLI::App& root) {
                          {"saved_mb_per_step", (saved.bf16_bytes + saved.kept_bytes) / 1048576.0 /
                                                    std::max<int64_t>(1, o->steps)},
                          {"cpu_s_per_step", cpu_step}};
+        std::string bf16_share;
+        if (calls.bf16 > 0 && bf16_peak_gflops > 0)
+            bf16_share = ", " + std::to_string((int)std::lround(100 * gflops / bf16_peak_gflops)) + "% of the bf16 limit";
         if (o->json)
             std::cout << j.dump() << "\n";
         else
             std::printf("%s %s batch %lld at %lld, %s: %.2f img/s, %.3f s/step (%.3f CPU-s), peak RSS %.0f MB, %d "
-                        "threads, %.1f GFLOP/s = %.0f%% of the fp32 limit (%.1f GFLOP/s, %s); GEMMs %s, saved "
+                        "threads, %.1f GFLOP/s = %.0f%% of the fp32 limit (%.1f GFLOP/s, %s)%s; GEMMs %s, saved "
                         "activations %s\n",
                         o->model.c_str(), o->mode.c_str(), (long long)o->batch_size, (long long)o->image_size,
                         j.at("precision").get<std::string>().c_str(), o->batch_size / dt, dt, cpu_step, peak_rss_mb(),
                         get_num_threads(), gflops, 100 * gflops / peak_gflops, peak_gflops,
-                        peak_cached ? "cached" : "measured now", j.at("gemm_kernels").get<std::string>().c_str(),
+                        peak_cached ? "cached" : "measured now", bf16_share.c_str(), j.at("gemm_kernels").get<std::string>().c_str(),
                         j.at("saved_activations").get<std::string>().c_str());
         if (o->profile) {
             auto rep = autograd::profile_report();

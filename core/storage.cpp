@@ -33,7 +33,11 @@ struct Cache {
     std::multimap<size_t, uint64_t> by_size;  // rounded size -> release stamp
     std::map<uint64_t, Cached> by_age;        // release stamp -> block, oldest first
     uint64_t stamp = 0;
-    size_t cached = 0, live = 0, peak = 0;
+    size_t cached = 0, live = 0, peak = 0, peak_reserved = 0;
+    void note_peaks() {
+        peak = std::max(peak, live);
+        peak_reserved = std::max(peak_reserved, live + cached);
+    }
     size_t limit() const { return std::min(kMaxCached, std::max(kMinCached, 2 * peak)); }
 };
 Cache& cache() {
@@ -57,7 +61,7 @@ void* allocate(size_t bytes) {
             c.by_size.erase(it);
             c.cached -= n;
             c.live += n;
-            if (c.live > c.peak) c.peak = c.live;
+            c.note_peaks();
             return p;
         }
     }
@@ -69,7 +73,7 @@ void* allocate(size_t bytes) {
     if (!p) fail("out of memory allocating ", bytes, " bytes");
     std::lock_guard<std::mutex> g(c.mu);
     c.live += n;
-    if (c.live > c.peak) c.peak = c.live;
+    c.note_peaks();
     return p;
 }
 
@@ -109,6 +113,7 @@ size_t cache_limit() { std::lock_guard<std::mutex> g(cache().mu); return cache()
 size_t cached_bytes() { std::lock_guard<std::mutex> g(cache().mu); return cache().cached; }
 size_t live_bytes() { std::lock_guard<std::mutex> g(cache().mu); return cache().live; }
 size_t peak_live_bytes() { std::lock_guard<std::mutex> g(cache().mu); return cache().peak; }
+size_t peak_reserved_bytes() { std::lock_guard<std::mutex> g(cache().mu); return cache().peak_reserved; }
 
 }  // namespace allocator
 

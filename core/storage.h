@@ -25,6 +25,7 @@ size_t cached_bytes();
 size_t cache_limit();                      // cached_bytes() never exceeds it (2x peak live, >= 256 MiB)
 size_t live_bytes();
 size_t peak_live_bytes();
+size_t peak_reserved_bytes();              // of live + cached: what the allocator held at most
 }  // namespace allocator
 
 }  // namespace cnx

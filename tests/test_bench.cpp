@@ -100,6 +100,18 @@ TEST_CASE("convnext bench: --peak caches per CPU, the model bench reports gflops
     REQUIRE(j.at("peak_gflops").get<double>() ==
             Approx(p.at("fp32_gflops_all").get<double>() / p.at("threads").get<int>()));
     REQUIRE(gflops / frac == Approx(j.at("peak_gflops").get<double>()));
+    // the bf16 limit beside it (null where the CPU has no bf16 dot product)
+    if (p.at("bf16_gflops_all").get<double>() > 0) {
+        REQUIRE(j.at("bf16_peak_gflops").get<double>() ==
+                Approx(p.at("bf16_gflops_all").get<double>() / p.at("threads").get<int>()));
+        REQUIRE(gflops / j.at("fraction_of_bf16_peak").get<double>() == Approx(j.at("bf16_peak_gflops").get<double>()));
+    } else {
+        REQUIRE(j.at("bf16_peak_gflops").is_null());
+        REQUIRE(j.at("fraction_of_bf16_peak").is_null());
+    }
+    // what the allocator held: at least the live tensors, at most the whole process
+    REQUIRE(j.at("peak_reserved_mb").get<double>() >= j.at("peak_tensor_mb").get<double>());
+    REQUIRE(j.at("peak_reserved_mb").get<double>() <= j.at("peak_rss_mb").get<double>());
     REQUIRE(j.at("matmul_precision") == "fp32");
     std::filesystem::remove_all(dir);
 }
