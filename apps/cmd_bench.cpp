@@ -157,7 +157,7 @@ int run_gemm(const BenchOptions& o) {
     return 0;
 }
 
-std::function<int()> setup(CLI::App& root) {
+std::function<int()> setup_bench(CLI::App& root) {
     auto* cmd = root.add_subcommand("bench", "Time training or inference steps (same workloads as the PyTorch peer)");
     auto o = std::make_shared<BenchOptions>();
     cmd->add_option("--model", o->model)->capture_default_str();
@@ -311,4 +311,4 @@ std::function<int()> setup(CLI::App& root) {
 
 }  // namespace
 
-CONVNEXT_COMMAND(bench, setup)
+CONVNEXT_COMMAND(bench, setup_bench)

@@ -53,7 +53,7 @@ int run_convert(const ConvertOptions& o) {
     return 0;
 }
 
-std::function<int()> setup(CLI::App& root) {
+std::function<int()> setup_convert(CLI::App& root) {
     auto* cmd = root.add_subcommand("convert",
                                     "Convert a .pth checkpoint or safetensors file to float32 (or bf16) safetensors");
     auto o = std::make_shared<ConvertOptions>();
@@ -75,4 +75,4 @@ std::function<int()> setup(CLI::App& root) {
 
 }  // namespace
 
-CONVNEXT_COMMAND(convert, setup)
+CONVNEXT_COMMAND(convert, setup_convert)

@@ -29,7 +29,7 @@ struct EvalOptions {
     std::string plot;  // --plot FILE.png
 };
 
-std::function<int()> setup(CLI::App& root) {
+std::function<int()> setup_eval(CLI::App& root) {
     auto* cmd = root.add_subcommand("eval", "Accuracy, per-class accuracy and confusion matrix on a dataset");
     auto o = std::make_shared<EvalOptions>();
     o->model.add_options(cmd);
@@ -128,4 +128,4 @@ std::function<int()> setup(CLI::App& root) {
 
 }  // namespace
 
-CONVNEXT_COMMAND(eval, setup)
+CONVNEXT_COMMAND(eval, setup_eval)

@@ -46,7 +46,7 @@ int run_export(const ExportOptions& o) {
     return 0;
 }
 
-std::function<int()> setup(CLI::App& root) {
+std::function<int()> setup_export_images(CLI::App& root) {
     auto* cmd = root.add_subcommand("export-images", "Write a built-in dataset's images as PNG files, a folder per class");
     auto o = std::make_shared<ExportOptions>();
     cmd->add_option("--dataset", o->dataset, "Built-in dataset: fashion-mnist")->required();
@@ -61,4 +61,4 @@ std::function<int()> setup(CLI::App& root) {
 }  // namespace
 
 // The command's name holds a dash, which the CONVNEXT_COMMAND macro cannot spell.
-static const bool convnext_command_registered_export_images = cnx::app::register_command("export-images", setup);
+static const bool convnext_command_registered_export_images = cnx::app::register_command("export-images", setup_export_images);

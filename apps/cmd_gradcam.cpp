@@ -102,7 +102,7 @@ int run_gradcam(const GradcamOptions& o) {
     return 0;
 }
 
-std::function<int()> setup(CLI::App& root) {
+std::function<int()> setup_gradcam(CLI::App& root) {
     auto* cmd = root.add_subcommand("gradcam", "Grad-CAM heatmaps: where a trained ConvNeXt looks for a class");
     auto o = std::make_shared<GradcamOptions>();
     o->in.add_options(cmd);
@@ -125,4 +125,4 @@ std::function<int()> setup(CLI::App& root) {
 
 }  // namespace
 
-CONVNEXT_COMMAND(gradcam, setup)
+CONVNEXT_COMMAND(gradcam, setup_gradcam)

@@ -14,7 +14,7 @@ struct Options {
     double tol = 1e-6;
 };
 
-std::function<int()> setup(CLI::App& root) {
+std::function<int()> setup_gradcheck(CLI::App& root) {
     auto* cmd = root.add_subcommand("gradcheck", "Check every op's backward against finite differences (float64)");
     auto o = std::make_shared<Options>();
     cmd->add_option("--op", o->op, "Only this op (e.g. depthwise_conv2d)");
@@ -62,4 +62,4 @@ std::function<int()> setup(CLI::App& root) {
 
 }  // namespace
 
-CONVNEXT_COMMAND(gradcheck, setup)
+CONVNEXT_COMMAND(gradcheck, setup_gradcheck)

@@ -98,7 +98,7 @@ int run_info(const InfoOptions& o) {
     return 0;
 }
 
-std::function<int()> setup(CLI::App& root) {
+std::function<int()> setup_info(CLI::App& root) {
     auto* cmd = root.add_subcommand("info", "Parameter count, MACs and stage shapes of a ConvNeXt variant");
     auto o = std::make_shared<InfoOptions>();
     std::string names;
@@ -114,4 +114,4 @@ std::function<int()> setup(CLI::App& root) {
 
 }  // namespace
 
-CONVNEXT_COMMAND(info, setup)
+CONVNEXT_COMMAND(info, setup_info)

@@ -88,7 +88,7 @@ int run_predict(const PredictOptions& o) {
     return 0;
 }
 
-std::function<int()> setup(CLI::App& root) {
+std::function<int()> setup_predict(CLI::App& root) {
     auto* cmd = root.add_subcommand("predict", "Classify images with a trained ConvNeXt");
     auto o = std::make_shared<PredictOptions>();
     o->in.add_options(cmd);
@@ -106,4 +106,4 @@ std::function<int()> setup(CLI::App& root) {
 
 }  // namespace
 
-CONVNEXT_COMMAND(predict, setup)
+CONVNEXT_COMMAND(predict, setup_predict)

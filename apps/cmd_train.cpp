@@ -134,7 +134,7 @@ void show_predictions(nn::Module& model, const train::DataSets& ds, int64_t coun
                     p.predicted == p.label ? "" : "  <- wrong");
 }
 
-std::function<int()> setup(CLI::App& root) {
+std::function<int()> setup_train(CLI::App& root) {
     auto* cmd = root.add_subcommand("train", "Train or fine-tune a ConvNeXt on an image folder or Fashion-MNIST");
     auto o = std::make_shared<TrainOptions>();
     cmd->add_option("--data", o->data.data_dir, "Image folder with one subfolder per class (or the Fashion-MNIST folder)");
@@ -255,4 +255,4 @@ std::function<int()> setup(CLI::App& root) {
 
 }  // namespace
 
-CONVNEXT_COMMAND(train, setup)
+CONVNEXT_COMMAND(train, setup_train)

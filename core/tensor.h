@@ -119,6 +119,10 @@ void copy_(Tensor& dst, const Tensor& src);  // same numel; converts dtype (to b
 // dst += alpha * src, no autograd (gradient accumulation, optimisers).
 void add_inplace(Tensor& dst, const Tensor& src, double alpha = 1.0);
 
+// The data of an optional operand (a bias, gamma, a residual): null where it is undefined.
+template <class T> const T* data_or_null(const Tensor& t) { return t.defined() ? t.data<T>() : nullptr; }
+template <class T> T* data_or_null(Tensor& t) { return t.defined() ? t.data<T>() : nullptr; }
+
 // ---- template definitions ----
 template <class T> T* Tensor::data() {
     check_defined("data");

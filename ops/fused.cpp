@@ -21,14 +21,6 @@
 namespace cnx {
 namespace {
 
-template <class T>
-const T* ptr(const Tensor& t) {
-    return t.defined() ? t.data<T>() : nullptr;
-}
-template <class T>
-T* mut(Tensor& t) {
-    return t.defined() ? t.data<T>() : nullptr;
-}
 
 struct MlpDims {
     int64_t M, C, H;
@@ -67,7 +59,7 @@ void mlp_backward(const T* g, const TU* u, const TH* h, const T* w1, const T* w2
                   MlpGrads& r, const MlpDims& d) {
     const int64_t M = d.M, C = d.C, H = d.H;
     const DType dt = dtype_of<T>::value;
-    T *dw2 = mut<T>(r.dw2), *db2 = mut<T>(r.db2), *dgamma = mut<T>(r.dgamma);
+    T *dw2 = data_or_null<T>(r.dw2), *db2 = data_or_null<T>(r.db2), *dgamma = data_or_null<T>(r.dgamma);
     std::vector<T> cs;
     if (db2 || dgamma) {
         cs.resize(C);
@@ -173,14 +165,15 @@ Tensor convnext_mlp(const Tensor& u, const Tensor& w1, const Tensor& b1, const T
     Tensor out = Tensor::empty(u.shape(), u.dtype());
     Tensor h = Tensor::empty({d.M, H}, h_bf16 ? DType::BF16 : u.dtype());
     if (h_bf16 && !meta_mode()) {
-        mlp_forward<float, BFloat16>(ptr<float>(u), ptr<float>(w1), ptr<float>(b1), ptr<float>(w2), ptr<float>(b2),
-                                     ptr<float>(gamma), ptr<float>(residual), h.data<BFloat16>(),
-                                     out.data<float>(), d);
+        mlp_forward<float, BFloat16>(u.data<float>(), w1.data<float>(), data_or_null<float>(b1), w2.data<float>(),
+                                     data_or_null<float>(b2), data_or_null<float>(gamma),
+                                     data_or_null<float>(residual), h.data<BFloat16>(), out.data<float>(), d);
     } else {
         CNX_DISPATCH(u.dtype(), "convnext_mlp", {
-            mlp_forward<scalar_t, scalar_t>(ptr<scalar_t>(u), ptr<scalar_t>(w1), ptr<scalar_t>(b1),
-                                            ptr<scalar_t>(w2), ptr<scalar_t>(b2), ptr<scalar_t>(gamma),
-                                            ptr<scalar_t>(residual), h.data<scalar_t>(), out.data<scalar_t>(), d);
+            mlp_forward<scalar_t, scalar_t>(u.data<scalar_t>(), w1.data<scalar_t>(), data_or_null<scalar_t>(b1),
+                                            w2.data<scalar_t>(), data_or_null<scalar_t>(b2),
+                                            data_or_null<scalar_t>(gamma), data_or_null<scalar_t>(residual),
+                                            h.data<scalar_t>(), out.data<scalar_t>(), d);
         });
     }
     if (!grad) return out;
@@ -206,17 +199,19 @@ Tensor convnext_mlp(const Tensor& u, const Tensor& w1, const Tensor& b1, const T
                              const float* gp = g.data<float>();
                              const BFloat16* hp = sh.stored().data<BFloat16>();
                              if (su.is_bf16())
-                                 mlp_backward<float>(gp, su.stored().data<BFloat16>(), hp, ptr<float>(w1d),
-                                                     ptr<float>(w2d), ptr<float>(b2d), ptr<float>(gd), r, d);
+                                 mlp_backward<float>(gp, su.stored().data<BFloat16>(), hp, w1d.data<float>(),
+                                                     w2d.data<float>(), data_or_null<float>(b2d),
+                                                     data_or_null<float>(gd), r, d);
                              else
-                                 mlp_backward<float>(gp, su.stored().data<float>(), hp, ptr<float>(w1d),
-                                                     ptr<float>(w2d), ptr<float>(b2d), ptr<float>(gd), r, d);
+                                 mlp_backward<float>(gp, su.stored().data<float>(), hp, w1d.data<float>(),
+                                                     w2d.data<float>(), data_or_null<float>(b2d),
+                                                     data_or_null<float>(gd), r, d);
                          } else {
                              CNX_DISPATCH(dt, "convnext_mlp backward", {
                                  mlp_backward<scalar_t>(g.data<scalar_t>(), su.stored().data<scalar_t>(),
-                                                        sh.stored().data<scalar_t>(), ptr<scalar_t>(w1d),
-                                                        ptr<scalar_t>(w2d), ptr<scalar_t>(b2d), ptr<scalar_t>(gd), r,
-                                                        d);
+                                                        sh.stored().data<scalar_t>(), w1d.data<scalar_t>(),
+                                                        w2d.data<scalar_t>(), data_or_null<scalar_t>(b2d),
+                                                        data_or_null<scalar_t>(gd), r, d);
                              });
                          }
                          return {r.du, r.dw1, r.db1, r.dw2, r.db2, r.dgamma, nr ? g : Tensor()};

@@ -42,10 +42,6 @@ struct Dims {
 // Rows per parallel chunk of an element-wise pass over [rows, K].
 int64_t row_grain(const Dims& d) { return d.M() * d.K >= kParallelMinCostly ? std::max<int64_t>(1, 2048 / d.K) : d.M(); }
 
-template <class T>
-const T* ptr(const Tensor& t) {
-    return t.defined() ? t.data<T>() : nullptr;
-}
 
 // The GRN statistics of every image, kept for the backward.
 struct GrnState {
@@ -180,12 +176,12 @@ Tensor convnextv2_mlp(const Tensor& u, const Tensor& w1, const Tensor& b1, const
     CNX_DISPATCH(dt, "convnextv2_mlp", {
         using T = scalar_t;
         GemmEpilogue<T> e1;
-        e1.bias = ptr<T>(b1);
+        e1.bias = data_or_null<T>(b1);
         gemm_ex<T>(false, true, M, K, C, T(1), u.data<T>(), C, w1.data<T>(), C, T(0), h.data<T>(), K, e1);
         gelu_grn_forward<T>(h.data<T>(), gamma.data<T>(), beta.data<T>(), eps, d, y.data<T>(), *st);
         GemmEpilogue<T> e2;
-        e2.bias = ptr<T>(b2);
-        e2.residual = ptr<T>(residual);
+        e2.bias = data_or_null<T>(b2);
+        e2.residual = data_or_null<T>(residual);
         e2.ld_residual = C;
         gemm_ex<T>(false, true, M, C, K, T(1), y.data<T>(), K, w2.data<T>(), K, T(0), out.data<T>(), C, e2);
     });

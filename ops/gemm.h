@@ -70,6 +70,14 @@ template <class T>
 void gemm_ex(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B,
              int64_t ldb, T beta, T* C, int64_t ldc, const GemmEpilogue<T>& ep, bool gelu_a = false,
              bool gelu_b = false);
+// Defined (specialised) in gemm.cpp for float and double; declared here so that no file can
+// instantiate the primary template first.
+template <>
+void gemm_ex<float>(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*, int64_t, float,
+                    float*, int64_t, const GemmEpilogue<float>&, bool, bool);
+template <>
+void gemm_ex<double>(bool, bool, int64_t, int64_t, int64_t, double, const double*, int64_t, const double*, int64_t,
+                     double, double*, int64_t, const GemmEpilogue<double>&, bool, bool);
 
 // gemm_ex<float> whose A and/or B are stored in bfloat16 (TA, TB: float or BFloat16), as the
 // activations saved under Precision::BF16 are: the kernels read them as they pack, so no float32

@@ -112,14 +112,6 @@ void check_args(const char* op, const Tensor& x, const Tensor& weight, const Ten
     }
 }
 
-template <class T>
-const T* ptr_or_null(const Tensor& t) {
-    return t.defined() ? t.data<T>() : nullptr;
-}
-template <class T>
-T* ptr_or_null(Tensor& t) {
-    return t.defined() ? t.data<T>() : nullptr;
-}
 
 }  // namespace
 
@@ -130,7 +122,7 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
     Tensor mean = Tensor::empty({rows}, x.dtype()), rstd = Tensor::empty({rows}, x.dtype());
     CNX_DISPATCH(x.dtype(), "layer_norm", {
         layernorm_forward<scalar_t>(out.data<scalar_t>(), mean.data<scalar_t>(), rstd.data<scalar_t>(),
-                                    x.data<scalar_t>(), ptr_or_null<scalar_t>(weight), ptr_or_null<scalar_t>(bias),
+                                    x.data<scalar_t>(), data_or_null<scalar_t>(weight), data_or_null<scalar_t>(bias),
                                     rows, C, eps);
     });
     if (autograd::needs_grad({x, weight, bias})) {
@@ -144,16 +136,16 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
                              Tensor dw = need_w ? Tensor::empty({C}, g.dtype()) : Tensor();
                              Tensor db = need_b ? Tensor::empty({C}, g.dtype()) : Tensor();
                              if (sx.is_bf16() && !meta_mode()) {
-                                 layernorm_backward<float>(ptr_or_null<float>(dx), ptr_or_null<float>(dw),
-                                                           ptr_or_null<float>(db), g.data<float>(),
-                                                           sx.stored().data<BFloat16>(), ptr_or_null<float>(wd),
+                                 layernorm_backward<float>(data_or_null<float>(dx), data_or_null<float>(dw),
+                                                           data_or_null<float>(db), g.data<float>(),
+                                                           sx.stored().data<BFloat16>(), data_or_null<float>(wd),
                                                            mean.data<float>(), rstd.data<float>(), rows, C);
                                  return {dx, dw, db};
                              }
                              CNX_DISPATCH(g.dtype(), "layer_norm backward", {
                                  layernorm_backward<scalar_t>(
-                                     ptr_or_null<scalar_t>(dx), ptr_or_null<scalar_t>(dw), ptr_or_null<scalar_t>(db),
-                                     g.data<scalar_t>(), sx.stored().data<scalar_t>(), ptr_or_null<scalar_t>(wd),
+                                     data_or_null<scalar_t>(dx), data_or_null<scalar_t>(dw), data_or_null<scalar_t>(db),
+                                     g.data<scalar_t>(), sx.stored().data<scalar_t>(), data_or_null<scalar_t>(wd),
                                      mean.data<scalar_t>(), rstd.data<scalar_t>(), rows, C);
                              });
                              return {dx, dw, db};
