@@ -20,6 +20,7 @@
 #include "ops/fused_grn.h"
 
 #include <memory>
+#include <type_traits>
 #include <vector>
 
 #include "core/autograd.h"
@@ -49,19 +50,22 @@ struct GrnState {
     std::vector<double> denom;  // [N]: mean G + eps
 };
 
-// h [M, K] in, y [M, K] = GRN(GELU(h)) out (y may be h); fills st.
-template <class T>
-void gelu_grn_forward(const T* h, const T* gamma, const T* beta, double eps, const Dims& d, T* y, GrnState& st) {
+// h [M, K] in, y [M, K] = GRN(GELU(h)) out (y may be h); fills st. TH = TY = BFloat16 (float32
+// only, Precision::BF16 training): h is read and y written in bfloat16 -- the float32 values never
+// reach memory -- and GELU is applied in both passes instead of being stored in between.
+template <class T, class TH = T, class TY = T>
+void gelu_grn_forward(const TH* h, const T* gamma, const T* beta, double eps, const Dims& d, TY* y, GrnState& st) {
+    constexpr bool kStoreGelu = std::is_same<TY, T>::value;
     const int64_t N = d.N, P = d.P, K = d.K;
     std::vector<double> q(N * K);
     column_sums<double>(N, P, K, q.data(), 1.0, [&](int64_t n, int64_t r0, int64_t r1, double* acc) {
         for (int64_t r = r0; r < r1; ++r) {
-            const T* hr = h + (n * P + r) * K;
-            T* yr = y + (n * P + r) * K;
+            const TH* hr = h + (n * P + r) * K;
+            TY* yr = y + (n * P + r) * K;
 #pragma omp simd
             for (int64_t k = 0; k < K; ++k) {
-                const T a = gelu_math::gelu(hr[k]);
-                yr[k] = a;
+                const T a = gelu_math::gelu((T)widen(hr[k]));
+                if constexpr (kStoreGelu) yr[k] = a;
                 acc[k] += (double)a * (double)a;
             }
         }
@@ -72,10 +76,17 @@ void gelu_grn_forward(const T* h, const T* gamma, const T* beta, double eps, con
         st.denom[n] = grn_math::stats(q.data() + n * K, gamma, K, eps, G + n * K, Nx + n * K, s + n * K);
     parallel_range(d.M(), row_grain(d), [&](int64_t i0, int64_t i1) {
         for (int64_t i = i0; i < i1; ++i) {
-            T* yr = y + i * K;
+            TY* yr = y + i * K;
             const T* sn = s + (i / P) * K;
+            if constexpr (kStoreGelu) {
 #pragma omp simd
-            for (int64_t k = 0; k < K; ++k) yr[k] = yr[k] * sn[k] + beta[k];
+                for (int64_t k = 0; k < K; ++k) yr[k] = yr[k] * sn[k] + beta[k];
+            } else {
+                const TH* hr = h + i * K;
+#pragma omp simd
+                for (int64_t k = 0; k < K; ++k)
+                    yr[k] = float_to_bf16(gelu_math::gelu((T)widen(hr[k])) * sn[k] + beta[k]);
+            }
         }
     });
 }
@@ -167,31 +178,55 @@ Tensor convnextv2_mlp(const Tensor& u, const Tensor& w1, const Tensor& b1, const
     const bool grad = autograd::needs_grad({u, w1, b1, gamma, beta, w2, b2, residual});
     const DType dt = u.dtype();
     Tensor out = Tensor::empty(u.shape(), dt);
-    // Without a backward the GRN output overwrites h (the passes are element-wise).
-    Tensor h = Tensor::empty({M, K}, dt), y = grad ? Tensor::empty({M, K}, dt) : h;
     auto st = std::make_shared<GrnState>();
     st->G = Tensor::empty({d.N, K}, dt);
     st->Nx = Tensor::empty({d.N, K}, dt);
     st->s = Tensor::empty({d.N, K}, dt);
-    CNX_DISPATCH(dt, "convnextv2_mlp", {
-        using T = scalar_t;
-        GemmEpilogue<T> e1;
-        e1.bias = data_or_null<T>(b1);
-        gemm_ex<T>(false, true, M, K, C, T(1), u.data<T>(), C, w1.data<T>(), C, T(0), h.data<T>(), K, e1);
-        gelu_grn_forward<T>(h.data<T>(), gamma.data<T>(), beta.data<T>(), eps, d, y.data<T>(), *st);
-        GemmEpilogue<T> e2;
-        e2.bias = data_or_null<T>(b2);
-        e2.residual = data_or_null<T>(residual);
+    // Under Precision::BF16 training, h and the GRN output y are what the backward keeps, in
+    // bfloat16: GEMM 1 writes h only in bfloat16, the GRN passes read it and write y in bfloat16,
+    // and GEMM 2 reads that y -- so forward and backward see the same h and y, and no [M, K]
+    // float32 temporary is made (as in convnext_mlp, ops/fused.cpp).
+    const bool bf16_saved = grad && saves_bf16() && dt == DType::F32;
+    // Without a backward the GRN output overwrites h (the passes are element-wise).
+    Tensor h = Tensor::empty({M, K}, bf16_saved ? DType::BF16 : dt);
+    Tensor y = grad ? Tensor::empty({M, K}, bf16_saved ? DType::BF16 : dt) : h;
+    if (bf16_saved && !meta_mode()) {
+        GemmEpilogue<float> e1;
+        e1.bias = data_or_null<float>(b1);
+        e1.out_bf16 = h.data<BFloat16>();
+        e1.ld_out_bf16 = K;
+        gemm_stored<float>(false, true, M, K, C, u.data<float>(), C, w1.data<float>(), C, (float*)nullptr, K, e1);
+        gelu_grn_forward<float, BFloat16, BFloat16>(h.data<BFloat16>(), gamma.data<float>(), beta.data<float>(), eps,
+                                                     d, y.data<BFloat16>(), *st);
+        GemmEpilogue<float> e2;
+        e2.bias = data_or_null<float>(b2);
+        e2.residual = data_or_null<float>(residual);
         e2.ld_residual = C;
-        gemm_ex<T>(false, true, M, C, K, T(1), y.data<T>(), K, w2.data<T>(), K, T(0), out.data<T>(), C, e2);
-    });
+        gemm_stored<float>(false, true, M, C, K, (const BFloat16*)y.data<BFloat16>(), K, w2.data<float>(), K,
+                           out.data<float>(), C, e2);
+    } else {
+        CNX_DISPATCH(dt, "convnextv2_mlp", {
+            using T = scalar_t;
+            GemmEpilogue<T> e1;
+            e1.bias = data_or_null<T>(b1);
+            gemm_ex<T>(false, true, M, K, C, T(1), u.data<T>(), C, w1.data<T>(), C, T(0), h.data<T>(), K, e1);
+            gelu_grn_forward<T>(h.data<T>(), gamma.data<T>(), beta.data<T>(), eps, d, y.data<T>(), *st);
+            GemmEpilogue<T> e2;
+            e2.bias = data_or_null<T>(b2);
+            e2.residual = data_or_null<T>(residual);
+            e2.ld_residual = C;
+            gemm_ex<T>(false, true, M, C, K, T(1), y.data<T>(), K, w2.data<T>(), K, T(0), out.data<T>(), C, e2);
+        });
+    }
     if (!grad) return out;
     auto need = [](const Tensor& t) { return t.defined() && t.requires_grad(); };
     const bool nu = need(u), nw1 = need(w1), nb1 = need(b1), ng = need(gamma), nbeta = need(beta), nw2 = need(w2),
                nb2 = need(b2), nr = need(residual);
-    // Under Precision::BF16, u, h and the GRN output y are kept in bfloat16 (ops/saved.h); the
-    // forward above ran on the float32 values, and the GRN statistics stay float32.
-    const SavedTensor su = save_for_backward(u), sh = save_for_backward(h), sy = save_for_backward(y);
+    // Under Precision::BF16, u, h and the GRN output y are kept in bfloat16 (ops/saved.h; h and y
+    // were written so by the forward above); the GRN statistics stay float32.
+    const SavedTensor su = save_for_backward(u);
+    const SavedTensor sh = bf16_saved ? adopt_for_backward(h) : save_for_backward(h);
+    const SavedTensor sy = bf16_saved ? adopt_for_backward(y) : save_for_backward(y);
     Tensor w1d = w1.detach(), w2d = w2.detach(), gd = gamma.detach();
     const Shape ushape = u.shape(), gshape = gamma.shape(), bshape = beta.shape();
     autograd::record("convnextv2_mlp", out, {u, w1, b1, gamma, beta, w2, b2, residual},
