@@ -175,7 +175,7 @@ std::function<int()> setup_bench(CLI::App& root) {
     cmd->add_flag("--channels-last", o->channels_last,
                   "Accepted for the PyTorch peer's command line: activations here are always channels-last (NHWC)");
     cmd->add_flag("--json", o->json, "One JSON line");
-    cmd->add_flag("--profile", o->profile, "Time per op kind, forward and backward");
+    cmd->add_flag("--profile", o->profile, "Time per op kind, forward and backward (--mode train)");
     cmd->add_flag("--peak", o->peak,
                   "Measure this machine's fp32 FMA and bf16 dot-product throughput and memory bandwidth, one core "
                   "and all hardware threads (cached per CPU model for fraction_of_peak), then exit");
@@ -290,9 +290,15 @@ std::function<int()> setup_bench(CLI::App& root) {
                         o->model.c_str(), o->mode.c_str(), (long long)o->batch_size, (long long)o->image_size,
                         j.at("precision").get<std::string>().c_str(), o->batch_size / dt, dt, cpu_step, peak_rss_mb(),
                         get_num_threads(), gflops, 100 * gflops / peak_gflops, peak_gflops,
-                        peak_cached ? "cached" : "measured now", bf16_share.c_str(), j.at("gemm_kernels").get<std::string>().c_str(),
+                        peak_cached ? "cached" : "measured now", bf16_share.c_str(),
+                        j.at("gemm_kernels").get<std::string>().c_str(),
                         j.at("saved_activations").get<std::string>().c_str());
-        if (o->profile) {
+        if (o->profile && !train) {
+            // Ops are timed where they record themselves for backward, which inference skips.
+            std::fprintf(o->json ? stderr : stdout,
+                         "--profile: per-op times come from the ops a training step records for its backward; "
+                         "run it with --mode train (inference records none)\n");
+        } else if (o->profile) {
             auto rep = autograd::profile_report();
             double total = 0;
             for (auto& p : rep) total += p.forward_s + p.backward_s;
