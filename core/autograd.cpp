@@ -58,13 +58,26 @@ std::vector<OpProfile> profile_report() {
     return out;
 }
 
+void profile_forward(const char* name) {
+    if (!g_profiling) return;
+    OpProfile& p = g_profile[name];
+    p.name = name;
+    p.forward_s += seconds_since(g_last_mark);
+    p.forward_calls++;
+    g_last_mark = std::chrono::steady_clock::now();
+}
+
+bool records(const char* name, const std::vector<Tensor>& inputs) {
+    if (needs_grad(inputs)) return true;
+    profile_forward(name);
+    return false;
+}
+bool records(const char* name, std::initializer_list<Tensor> inputs) {
+    return records(name, std::vector<Tensor>(inputs));
+}
+
 void record(const char* name, Tensor& out, const std::vector<Tensor>& inputs, BackwardFn fn) {
-    if (g_profiling) {
-        OpProfile& p = g_profile[name];
-        p.name = name;
-        p.forward_s += seconds_since(g_last_mark);
-        p.forward_calls++;
-    }
+    profile_forward(name);
     if (g_anomaly) {
         bool ok = true;
         CNX_DISPATCH(out.dtype(), name, { ok = all_finite(out.data<scalar_t>(), out.numel()); });

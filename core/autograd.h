@@ -5,7 +5,7 @@
 //
 // Writing an op's autograd part:
 //   Tensor out = ...forward...;
-//   if (autograd::needs_grad({a, b}))
+//   if (autograd::records("mul", {a, b}))
 //       autograd::record("mul", out, {a, b}, [a, b](const Tensor& g) -> std::vector<Tensor> {
 //           return {mul_nograd(g, b), mul_nograd(g, a)};   // undefined Tensor = no gradient
 //       });
@@ -47,6 +47,14 @@ void set_grad_enabled(bool on);
 bool needs_grad(std::initializer_list<Tensor> inputs);
 bool needs_grad(const std::vector<Tensor>& inputs);
 
+// needs_grad, asked once the op's forward is done. When it is false the op records nothing, and
+// (when profiling) its forward time is charged to `name` here instead of in record(), so that
+// inference and no_grad forwards show in the per-op profile too.
+bool records(const char* name, std::initializer_list<Tensor> inputs);
+bool records(const char* name, const std::vector<Tensor>& inputs);
+// That charge alone, for an op that found out otherwise that it records nothing.
+void profile_forward(const char* name);
+
 // Attaches a node to `out` (which must have been created by the op, with no history).
 void record(const char* name, Tensor& out, const std::vector<Tensor>& inputs, BackwardFn fn);
 
@@ -75,9 +83,10 @@ private:
 bool anomaly_enabled();
 void set_anomaly_enabled(bool on);
 
-// Per-op profile. Forward time of an op is measured as the time since the previous recorded op
-// (or the last profile_mark()), which in a sequential forward is the op's own time without any
-// instrumentation inside the ops; backward time is each node's closure, timed by the engine.
+// Per-op profile. Forward time of an op is measured as the time since the previous op finished
+// (record() or records()) or the last profile_mark(), which in a sequential forward is the op's
+// own time without any instrumentation inside the ops; backward time is each node's closure,
+// timed by the engine.
 struct OpProfile {
     std::string name;
     double forward_s = 0, backward_s = 0;

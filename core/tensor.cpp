@@ -134,7 +134,7 @@ Tensor Tensor::reshape(const Shape& new_shape) const {
     Tensor out = detach();
     out.impl()->shape = s;
     out.impl()->name.clear();
-    if (autograd::needs_grad({*this})) {
+    if (autograd::records("reshape", {*this})) {
         Shape in_shape = shape();
         autograd::record("reshape", out, {*this},
                          [in_shape](const Tensor& g) -> std::vector<Tensor> { return {g.reshape(in_shape)}; });

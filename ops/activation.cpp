@@ -134,7 +134,7 @@ Tensor gelu(const Tensor& x, bool tanh_approximation) {
     CNX_DISPATCH(x.dtype(), "gelu", {
         gelu_forward<scalar_t>(out.data<scalar_t>(), x.data<scalar_t>(), x.numel(), tanh_approximation);
     });
-    if (autograd::needs_grad({x})) {
+    if (autograd::records("gelu", {x})) {
         const SavedTensor sx = save_for_backward(x);
         autograd::record("gelu", out, {x}, [sx, tanh_approximation](const Tensor& g) -> std::vector<Tensor> {
             Tensor dx = empty_like(g);

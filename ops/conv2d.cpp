@@ -264,7 +264,7 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int str
         conv_forward<scalar_t>(x.data<scalar_t>(), weight.data<scalar_t>(),
                                bias.defined() ? bias.data<scalar_t>() : nullptr, y.data<scalar_t>(), geo);
     });
-    if (autograd::needs_grad({x, weight, bias})) {
+    if (autograd::records("conv2d", {x, weight, bias})) {
         const bool need_x = x.requires_grad(), need_w = weight.requires_grad();
         const bool need_b = bias.defined() && bias.requires_grad();
         // x only for dW (patches are re-gathered)

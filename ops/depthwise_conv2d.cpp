@@ -466,7 +466,7 @@ Tensor depthwise_conv2d(const Tensor& x, const Tensor& weight, const Tensor& bia
         dw_forward<scalar_t>(x.data<scalar_t>(), wt.data(), bias.defined() ? bias.data<scalar_t>() : nullptr,
                              y.data<scalar_t>(), geo);
     });
-    if (autograd::needs_grad({x, weight, bias})) {
+    if (autograd::records("depthwise_conv2d", {x, weight, bias})) {
         const bool need_x = x.requires_grad(), need_w = weight.requires_grad();
         const bool need_b = bias.defined() && bias.requires_grad();
         const SavedTensor sx = need_w ? save_for_backward(x) : SavedTensor();

@@ -47,7 +47,7 @@ Tensor drop_path(const Tensor& x, double p, bool training, Generator* gen) {
     // p == 1 drops every sample; the scale of a kept sample never gets used then.
     for (int64_t n = 0; n < N; ++n) scale[n] = g.uniform() < keep ? 1.0 / keep : 0.0;
     Tensor out = apply_scale(x, scale);
-    if (autograd::needs_grad({x}))
+    if (autograd::records("drop_path", {x}))
         autograd::record("drop_path", out, {x},
                          [scale](const Tensor& dout) -> std::vector<Tensor> { return {apply_scale(dout, scale)}; });
     return out;

@@ -197,7 +197,7 @@ Tensor affine_nograd(const Tensor& x, double alpha, double beta) {
 
 Tensor binary(const char* name, BinOp op, const Tensor& a, const Tensor& b) {
     Tensor out = binary_nograd(name, op, a, b);
-    if (!autograd::needs_grad({a, b})) return out;
+    if (!autograd::records(name, {a, b})) return out;
     const bool need_a = a.requires_grad(), need_b = b.requires_grad();
     Shape sa = a.shape(), sb = b.shape();
     BackwardFn fn;
@@ -270,7 +270,7 @@ Tensor scalar_operand(const char* op, double v, const Tensor& like) {
 Tensor affine(const char* name, const Tensor& x, double alpha, double beta) {
     CNX_CHECK(x.defined(), name, ": undefined input");
     Tensor out = affine_nograd(x, alpha, beta);
-    if (autograd::needs_grad({x}))
+    if (autograd::records(name, {x}))
         autograd::record(name, out, {x}, [alpha](const Tensor& g) -> std::vector<Tensor> {
             return {alpha == 1.0 ? g : affine_nograd(g, alpha, 0.0)};
         });
@@ -355,7 +355,7 @@ Tensor channel_scale(const Tensor& x, const Tensor& scale) {
     CNX_DISPATCH(x.dtype(), "channel_scale", {
         channel_scale_forward<scalar_t>(out.data<scalar_t>(), x.data<scalar_t>(), scale.data<scalar_t>(), rows, C);
     });
-    if (autograd::needs_grad({x, scale})) {
+    if (autograd::records("channel_scale", {x, scale})) {
         const SavedTensor xd = scale.requires_grad() ? save_for_backward(x) : SavedTensor();
         Tensor sd = scale.detach();
         const bool need_x = x.requires_grad();

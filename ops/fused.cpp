@@ -176,7 +176,10 @@ Tensor convnext_mlp(const Tensor& u, const Tensor& w1, const Tensor& b1, const T
                                             h.data<scalar_t>(), out.data<scalar_t>(), d);
         });
     }
-    if (!grad) return out;
+    if (!grad) {
+        autograd::profile_forward("convnext_mlp");
+        return out;
+    }
     auto need = [](const Tensor& t) { return t.defined() && t.requires_grad(); };
     const bool nu = need(u), nw1 = need(w1), nb1 = need(b1), nw2 = need(w2), nb2 = need(b2), ng = need(gamma),
                nr = need(residual);

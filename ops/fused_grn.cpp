@@ -218,7 +218,10 @@ Tensor convnextv2_mlp(const Tensor& u, const Tensor& w1, const Tensor& b1, const
             gemm_ex<T>(false, true, M, C, K, T(1), y.data<T>(), K, w2.data<T>(), K, T(0), out.data<T>(), C, e2);
         });
     }
-    if (!grad) return out;
+    if (!grad) {
+        autograd::profile_forward("convnextv2_mlp");
+        return out;
+    }
     auto need = [](const Tensor& t) { return t.defined() && t.requires_grad(); };
     const bool nu = need(u), nw1 = need(w1), nb1 = need(b1), ng = need(gamma), nbeta = need(beta), nw2 = need(w2),
                nb2 = need(b2), nr = need(residual);

@@ -95,7 +95,7 @@ Tensor grn(const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps)
                               y.data<scalar_t>(), G.data<scalar_t>(), Nx.data<scalar_t>(), s.data<scalar_t>(),
                               denom->data());
     });
-    if (!autograd::needs_grad({x, gamma, beta})) return y;
+    if (!autograd::records("grn", {x, gamma, beta})) return y;
     const bool need_x = x.requires_grad(), need_g = gamma.requires_grad(), need_b = beta.requires_grad();
     const SavedTensor sx = save_for_backward(x);  // the statistics G, Nx, s stay in x's dtype
     Tensor gd = gamma.detach();

@@ -125,7 +125,7 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
                                     x.data<scalar_t>(), data_or_null<scalar_t>(weight), data_or_null<scalar_t>(bias),
                                     rows, C, eps);
     });
-    if (autograd::needs_grad({x, weight, bias})) {
+    if (autograd::records("layer_norm", {x, weight, bias})) {
         const SavedTensor sx = save_for_backward(x);  // statistics stay float32
         Tensor wd = weight.defined() ? weight.detach() : Tensor();
         const bool need_x = x.requires_grad(), need_w = weight.defined() && weight.requires_grad(),

@@ -85,7 +85,7 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
     Tensor y = Tensor::empty(with_last(a.shape(), N), a.dtype());
     CNX_DISPATCH(a.dtype(), "matmul",
                  { matmul_forward<scalar_t>(y.data<scalar_t>(), a.data<scalar_t>(), b.data<scalar_t>(), M, K, N); });
-    if (autograd::needs_grad({a, b})) {
+    if (autograd::records("matmul", {a, b})) {
         const bool need_a = a.requires_grad(), need_b = b.requires_grad();
         // a is only needed for db, b only for da
         const SavedTensor ssa = need_b ? save_for_backward(a) : SavedTensor();
@@ -130,7 +130,7 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
         linear_forward<scalar_t>(y.data<scalar_t>(), x.data<scalar_t>(), weight.data<scalar_t>(),
                                  bias.defined() ? bias.data<scalar_t>() : nullptr, M, in, out);
     });
-    if (autograd::needs_grad({x, weight, bias})) {
+    if (autograd::records("linear", {x, weight, bias})) {
         const bool need_x = x.requires_grad(), need_w = weight.requires_grad();
         const bool need_b = bias.defined() && bias.requires_grad();
         const SavedTensor sx = need_w ? save_for_backward(x) : SavedTensor();  // x only for dW

@@ -122,7 +122,7 @@ Tensor unary(const Tensor& x, const Params& p = {}) {
     Tensor y = empty_like(x);
     CNX_DISPATCH(x.dtype(), Op::kName,
                  { unary_forward<Op, scalar_t>(y.data<scalar_t>(), x.data<scalar_t>(), x.numel(), p); });
-    if (autograd::needs_grad({x})) {
+    if (autograd::records(Op::kName, {x})) {
         const SavedTensor ss = save_for_backward(Op::kSavesOutput ? y : x);
         autograd::record(Op::kName, y, {x}, [ss, p](const Tensor& g) -> std::vector<Tensor> {
             const Tensor saved = ss.get();

@@ -204,7 +204,7 @@ Tensor reduce_sum(const char* op, const Tensor& x, const std::vector<int64_t>& d
     ReducePlan p = plan_reduce(op, x, dims, keepdim);
     const double scale = is_mean ? 1.0 / (double)p.count : 1.0;  // mean of nothing is NaN, as in PyTorch
     Tensor out = reduce_groups(x, p.groups, Kind::Sum, scale, p.out_shape);
-    if (autograd::needs_grad({x})) {
+    if (autograd::records(op, {x})) {
         Shape xs = x.shape();
         autograd::record(op, out, {x}, [xs, gs = p.groups, scale](const Tensor& g) -> std::vector<Tensor> {
             return {expand_groups(g, xs, gs, scale)};
@@ -233,7 +233,7 @@ Tensor reduce_extreme(const char* op, const Tensor& x, const std::vector<int64_t
     ReducePlan p = plan_reduce(op, x, dims, keepdim);
     CNX_CHECK(p.count > 0, op, ": cannot reduce over an empty dim of ", x.str());
     Tensor out = reduce_groups(x, p.groups, is_max ? Kind::Max : Kind::Min, 1.0, p.out_shape);
-    if (autograd::needs_grad({x})) {
+    if (autograd::records(op, {x})) {
         Tensor xd = x.detach(), yd = out.detach();
         autograd::record(op, out, {x}, [xd, yd, gs = p.groups, op](const Tensor& g) -> std::vector<Tensor> {
             const Shape& xs = xd.shape();
@@ -284,7 +284,7 @@ Tensor var(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim, doub
         sq = mul(centered, centered);
     }
     Tensor out = reduce_groups(sq, p.groups, Kind::Sum, 1.0 / divisor, p.out_shape);
-    if (autograd::needs_grad({x}))
+    if (autograd::records("var", {x}))
         autograd::record("var", out, {x}, [centered, gs = p.groups, divisor](const Tensor& g) -> std::vector<Tensor> {
             return {mul(expand_groups(g, centered.shape(), gs, 2.0 / divisor), centered)};
         });
@@ -322,7 +322,7 @@ Tensor global_avg_pool(const Tensor& x) {
     Tensor out = Tensor::empty({N, C}, x.dtype());
     CNX_DISPATCH(x.dtype(), "global_avg_pool",
                  { sum_mid_kernel<scalar_t>(out.data<scalar_t>(), x.data<scalar_t>(), N, HW, C, scale); });
-    if (autograd::needs_grad({x})) {
+    if (autograd::records("global_avg_pool", {x})) {
         Shape xs = x.shape();
         autograd::record("global_avg_pool", out, {x}, [xs, N, HW, C, scale](const Tensor& g) -> std::vector<Tensor> {
             Tensor dx = Tensor::empty(xs, g.dtype());

@@ -134,7 +134,7 @@ Tensor permute(const Tensor& x, const std::vector<int64_t>& dims) {
         perm[k] = d;
     }
     Tensor out = permute_nograd(x, perm);
-    if (autograd::needs_grad({x})) {
+    if (autograd::records("permute", {x})) {
         std::vector<int64_t> inv(r);
         for (int64_t k = 0; k < r; ++k) inv[perm[k]] = k;
         autograd::record("permute", out, {x},
@@ -197,7 +197,7 @@ Tensor expand(const Tensor& x, const Shape& shape) {
         if (k >= pad && have != 1) strides[k] = xstride[k - pad];
     }
     Tensor out = strided_copy(x, out_shape, strides);
-    if (autograd::needs_grad({x}))
+    if (autograd::records("expand", {x}))
         autograd::record("expand", out, {x}, [xs](const Tensor& g) -> std::vector<Tensor> {
             return {sum_to_size(g, xs)};
         });
@@ -215,7 +215,7 @@ Tensor narrow(const Tensor& x, int64_t dim, int64_t start, int64_t length) {
     out_shape[d] = length;
     Tensor out = Tensor::empty(out_shape, x.dtype());
     copy_block(out, length * inner, 0, x, size * inner, start * inner, length * inner, outer);
-    if (autograd::needs_grad({x})) {
+    if (autograd::records("narrow", {x})) {
         Shape xs = x.shape();
         autograd::record("narrow", out, {x}, [=](const Tensor& g) -> std::vector<Tensor> {
             Tensor dx = zeros(xs, g.dtype());
@@ -252,7 +252,7 @@ Tensor cat(const std::vector<Tensor>& xs, int64_t dim) {
         copy_block(out, out_width, col, t, t.size(d) * inner, 0, t.size(d) * inner, outer);
         col += t.size(d) * inner;
     }
-    if (autograd::needs_grad(xs)) {
+    if (autograd::records("cat", xs)) {
         std::vector<Shape> shapes;
         std::vector<bool> need;
         for (const Tensor& t : xs) {

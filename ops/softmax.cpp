@@ -91,7 +91,7 @@ Tensor softmax_impl(const char* op, const Tensor& x, int64_t dim, bool log) {
     Tensor y = empty_like(x);
     CNX_DISPATCH(x.dtype(), op,
                  { softmax_forward<scalar_t>(y.data<scalar_t>(), x.data<scalar_t>(), A, R, B, log); });
-    if (autograd::needs_grad({x})) {
+    if (autograd::records(op, {x})) {
         Tensor yd = y.detach();
         autograd::record(op, y, {x}, [yd, A, R, B, log, op](const Tensor& g) -> std::vector<Tensor> {
             Tensor dx = empty_like(g);
@@ -206,7 +206,7 @@ Tensor cross_entropy(const Tensor& logits, const std::vector<int64_t>& targets, 
                                                        nullptr, label_smoothing, N, C);
         loss.data<scalar_t>()[0] = (scalar_t)(total / (double)N);
     });
-    if (autograd::needs_grad({logits})) {
+    if (autograd::records("cross_entropy", {logits})) {
         autograd::record("cross_entropy", loss, {logits},
                          [p, targets, label_smoothing, N, C](const Tensor& g) -> std::vector<Tensor> {
                              Tensor dx = empty_like(p);
@@ -236,7 +236,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& soft_targets) {
                                                        soft_targets.data<scalar_t>(), 0.0, N, C);
         loss.data<scalar_t>()[0] = (scalar_t)(total / (double)N);
     });
-    if (autograd::needs_grad({logits, soft_targets})) {
+    if (autograd::records("cross_entropy", {logits, soft_targets})) {
         Tensor t = soft_targets.detach();
         Tensor xd = soft_targets.requires_grad() ? logits.detach() : Tensor();
         const bool need_x = logits.requires_grad();
