@@ -21,6 +21,7 @@
 #include "core/threads.h"
 #include "models/convnext.h"
 #include "ops/ops.h"
+#include "ops/packed_weights.h"
 #include "ops/precision.h"
 #include "ops/saved.h"
 #include "optim/optim.h"
@@ -33,6 +34,7 @@ struct BenchOptions {
     int64_t batch_size = 16, image_size = 224, num_classes = 1000, in_chans = 3, steps = 3, warmup = 1;
     int threads = 0;
     bool json = false, profile = false, peak = false, gemm = false, bf16 = false, channels_last = false;
+    bool pack_weights = false;
     int reps = 5;
 };
 
@@ -176,6 +178,9 @@ std::function<int()> setup_bench(CLI::App& root) {
                   "Accepted for the PyTorch peer's command line: activations here are always channels-last (NHWC)");
     cmd->add_flag("--json", o->json, "One JSON line");
     cmd->add_flag("--profile", o->profile, "Time per op kind, forward and backward");
+    cmd->add_flag("--pack-weights", o->pack_weights,
+                  "With --mode infer: pack the weights for the matrix products once and keep them (as predict "
+                  "--pack-weights)");
     cmd->add_flag("--peak", o->peak,
                   "Measure this machine's fp32 FMA and bf16 dot-product throughput and memory bandwidth, one core "
                   "and all hardware threads (cached per CPU model for fraction_of_peak), then exit");
@@ -209,6 +214,10 @@ std::function<int()> setup_bench(CLI::App& root) {
         } else {
             model->eval();
         }
+        // --pack-weights (inference): the GEMMs pack the weights once and keep them, as predict and
+        // eval do with the same flag.
+        std::unique_ptr<PackedWeightsScope> packed;
+        if (!train && o->pack_weights) packed = std::make_unique<PackedWeightsScope>(model->parameters());
         auto step = [&] {
             if (train) {
                 opt->zero_grad();
@@ -257,6 +266,7 @@ std::function<int()> setup_bench(CLI::App& root) {
                          {"peak_rss_mb", peak_rss_mb()},
                          {"peak_tensor_mb", allocator::peak_live_bytes() / 1048576.0},
                          {"peak_reserved_mb", allocator::peak_reserved_bytes() / 1048576.0},
+                         {"packed_weights_mb", packed_weights_stats().bytes / 1048576.0},
                          {"threads", get_num_threads()},
                          {"openblas_coretype", coretype ? coretype : ""},
                          {"gflops", gflops},

@@ -17,6 +17,7 @@
 #include "core/tensor.h"
 #include "io/model_metadata.h"
 #include "models/convnext.h"
+#include "ops/packed_weights.h"
 #include "train/data_sets.h"
 
 namespace cnx::app {
@@ -27,7 +28,9 @@ struct InferenceOptions {
     std::string weights, classes;
     int64_t num_classes = 0;            // 0: rows of head.weight
     int64_t resize = 0, crop = 0;       // 0: the metadata's, else 256 and 224
-    // --model, --depths, --dims, --weights (required), --num-classes, --classes, --resize, --crop.
+    bool pack_weights = false;          // keep the GEMMs' packed weights (ops/packed_weights.h)
+    // --model, --depths, --dims, --weights (required), --num-classes, --classes, --resize, --crop,
+    // --pack-weights.
     void add_options(CLI::App* cmd);
 };
 
@@ -38,6 +41,9 @@ struct InferenceModel {
     bool named_classes = false;                // labels came from --classes or the metadata
     int64_t num_classes = 0, in_chans = 3, resize = 256, crop = 224;
     std::vector<float> mean, std;
+    // With --pack-weights, the weights packed once for the GEMMs (ops/packed_weights.h); declared
+    // after `model`, so it ends before the weights it points into.
+    std::shared_ptr<PackedWeightsScope> packed_weights;
 
     // An image as the model sees it before normalisation: shorter side resized to `resize`,
     // centre crop `crop` (a zero border where the crop is larger), float [crop, crop, in_chans]

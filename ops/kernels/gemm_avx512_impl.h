@@ -39,6 +39,7 @@
 
 #include "core/storage.h"
 #include "ops/gemm.h"
+#include "ops/packed_weights.h"
 #include "ops/kernels/gelu_math.h"
 #include "ops/parallel.h"
 
@@ -543,23 +544,38 @@ void gemm_blocked(const GemmArgs& g, int64_t kc_max, int64_t nc_max, bool serial
     const uint64_t call = ++calls;
 
     const bool b_in_place = KT::b_in_place(g);
-    // Row units all need every panel of op(B) (the weight): pack it once, shared, before they
-    // start. Depth block q's panels start at q * n_cp * kcu_blk * NR, panel p of it p * kcu further.
-    P* shared_b = nullptr;
-    if (un.n_ru > 1 && un.panels_per_unit == n_cp) {
-        static thread_local AlignedBuffer<P> sbuf;
-        shared_b = sbuf.get(nkb * n_cp * kcu_blk * NR);
+    // Every panel of op(B), packed once into dst: depth block q's panels start at
+    // q * n_cp * kcu_blk * NR, panel p of it p * kcu further (panels read in place are skipped).
+    auto pack_all_b = [&](P* dst) {
         auto pack = [&](int64_t q) {
             const int64_t pcb = q / n_cp, p = q % n_cp, pc = pcb * kc_blk;
             const int64_t kc = std::min(kc_blk, K - pc), kcu = (kc + KU - 1) / KU;
             if (!(b_in_place && p * NR + NR <= N))
                 KT::pack_b(g, pc, kc, p * NR, (int)std::min<int64_t>(NR, N - p * NR),
-                           shared_b + (pcb * n_cp * kcu_blk + p * kcu) * NR);
+                           dst + (pcb * n_cp * kcu_blk + p * kcu) * NR);
         };
         if (K * N < (1 << 16))
             for (int64_t q = 0; q < nkb * n_cp; ++q) pack(q);
         else
             parallel_for(nkb * n_cp, pack);
+    };
+    P* shared_b = nullptr;
+    // A weight of a live PackedWeightsScope (ops/packed_weights.h): packed on its first use, then
+    // reused as it is by every call with the same layout.
+    if (!serial && !g.gelu_b) {
+        const int64_t b_extent = g.tb ? (N - 1) * g.ldb + K : (K - 1) * g.ldb + N;
+        if (packed_weights::covers(g.B, b_extent * g.b_bytes())) {
+            const packed_weights::Key key{g.B, g.ldb, K, N, kc_blk, g.tb, g.b_bf16, KU * 16 + (int)sizeof(P)};
+            shared_b = (P*)packed_weights::find_or_pack(key, nkb * n_cp * kcu_blk * NR * sizeof(P),
+                                                        [&](void* dst) { pack_all_b((P*)dst); });
+        }
+    }
+    // Row units all need every panel of op(B) (the weight): pack it once, shared, before they
+    // start.
+    if (!shared_b && un.n_ru > 1 && un.panels_per_unit == n_cp) {
+        static thread_local AlignedBuffer<P> sbuf;
+        shared_b = sbuf.get(nkb * n_cp * kcu_blk * NR);
+        pack_all_b(shared_b);
     }
 
     auto unit = [&](int64_t u) {
