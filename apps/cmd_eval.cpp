@@ -12,6 +12,7 @@
 #include "apps/precision_option.h"
 #include "apps/run_common.h"
 #include "data/image_folder.h"
+#include "ops/packed_weights.h"
 #include "train/train.h"
 
 namespace {
@@ -25,7 +26,7 @@ struct EvalOptions {
     std::string precision = "fp32";
     int64_t num_classes = 0, batch_size = 32;
     int workers = 2;
-    bool json_out = false, skip_bad_images = false;
+    bool json_out = false, skip_bad_images = false, pack_weights = false;
     std::string plot;  // --plot FILE.png
 };
 
@@ -46,6 +47,8 @@ std::function<int()> setup_eval(CLI::App& root) {
     cmd->add_flag("--json", o->json_out, "Print one JSON object");
     cmd->add_option("--val-limit", o->data.val_limit, "Use only the first N images");
     cmd->add_option("--plot", o->plot, "Also draw the confusion matrix and per-class accuracy (PNG)");
+    cmd->add_flag("--pack-weights", o->pack_weights,
+                  "Pack the weights for the matrix products once and keep them (as predict --pack-weights)");
     app::add_precision_option(cmd, o->precision);
     return [o, cmd]() -> int {
         PrecisionGuard precision(parse_precision(o->precision));
@@ -77,6 +80,8 @@ std::function<int()> setup_eval(CLI::App& root) {
                   " classes, the data ", ds.classes.size());
         auto model = app::make_model(o->model, mo);
         train::load_pretrained(*model, o->weights, false, o->json_out ? quiet : std::cout);
+        std::unique_ptr<PackedWeightsScope> packed;  // ends before the model it points into
+        if (o->pack_weights) packed = std::make_unique<PackedWeightsScope>(model->parameters());
         train::EvalOptions eo;
         eo.num_classes = mo.num_classes;
         eo.batch_size = o->batch_size;

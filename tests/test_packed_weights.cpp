@@ -3,8 +3,10 @@
 // scope, and the CLI's --pack-weights gives the same predictions.
 #include <catch2/catch.hpp>
 #include <cstring>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "cli_util.h"
@@ -114,23 +116,46 @@ TEST_CASE("packed weights: a model's forward is the same with the scope", "[gemm
     if (gemm_backend() == GemmBackend::Avx512) CHECK(packed_weights_stats().entries > 0);
 }
 
-TEST_CASE("convnext predict --pack-weights: the same probabilities", "[gemm][packed][cli]") {
-    namespace fs = std::filesystem;
-    const fs::path dir = cli_test::temp_dir("packed_weights");
-    Generator gen(7);
+namespace {
+// A random convnext_atto-family model (depths 1,1,1,1, dims 8,16,32,64) saved under dir; the
+// path of its weights.
+std::string save_tiny_model(const std::filesystem::path& dir, int64_t classes, uint64_t seed) {
+    Generator gen(seed);
     models::ConvNeXtOptions o;
     o.depths = {1, 1, 1, 1};
     o.dims = {8, 16, 32, 64};
-    o.num_classes = 3;
+    o.num_classes = classes;
     models::ConvNeXt model(o, &gen);
     const std::string weights = (dir / "w.safetensors").string();
     io::save_safetensors(weights, model.state_dict());
-    const std::string image = cli_test::fixture("train_folder/circles/img_00.png");
-    const std::string args = " predict --model convnext_atto --depths 1,1,1,1 --dims 8,16,32,64 --weights " +
-                             weights + " --image " + image + " --resize 40 --crop 32 --json";
+    return weights;
+}
+
+// `convnext ARGS` with and without --pack-weights: both succeed; their outputs.
+std::pair<std::string, std::string> plain_and_packed(const std::string& args) {
     const cli_test::RunResult plain = cli_test::run(args, false), packed = cli_test::run(args + " --pack-weights", false);
     REQUIRE(plain.code == 0);
     REQUIRE(packed.code == 0);
-    CHECK(packed.output == plain.output);
-    fs::remove_all(dir);
+    return {plain.output, packed.output};
+}
+}  // namespace
+
+TEST_CASE("convnext predict --pack-weights: the same probabilities", "[gemm][packed][cli]") {
+    const std::filesystem::path dir = cli_test::temp_dir("packed_weights");
+    const std::string weights = save_tiny_model(dir, 3, 7);
+    const auto [plain, packed] = plain_and_packed(
+        " predict --model convnext_atto --depths 1,1,1,1 --dims 8,16,32,64 --weights " + weights + " --image " +
+        cli_test::fixture("train_folder/circles/img_00.png") + " --resize 40 --crop 32 --json");
+    CHECK(packed == plain);
+    std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("convnext eval --pack-weights: the same metrics", "[gemm][packed][cli]") {
+    const std::filesystem::path dir = cli_test::temp_dir("packed_weights_eval");
+    const std::string weights = save_tiny_model(dir, 3, 8);  // circles, squares, stripes
+    const auto [plain, packed] = plain_and_packed(
+        " eval --model convnext_atto --depths 1,1,1,1 --dims 8,16,32,64 --weights " + weights + " --data " +
+        cli_test::fixture("train_folder") + " --image-size 32 --workers 1 --json");
+    CHECK(nlohmann::json::parse(packed) == nlohmann::json::parse(plain));
+    std::filesystem::remove_all(dir);
 }
