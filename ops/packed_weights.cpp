@@ -103,28 +103,26 @@ void* find_or_pack(const Key& key, size_t bytes, const std::function<void(void*)
     {
         std::lock_guard<std::mutex> g(r.mu);
         auto it = r.entries.find(key);
-        if (it != r.entries.end() && it->second.bytes == bytes) {
+        if (it != r.entries.end()) {
             r.hits++;
             return it->second.p;
         }
     }
-    // Packed outside the lock: fill may run parallel loops. GEMMs are called from one thread at
-    // a time, so no other call packs the same key meanwhile.
+    // Packed outside the lock: fill may run parallel loops. (The key fixes the layout, and so the
+    // size: two threads packing the same key make the same bytes.)
     void* p = allocator::allocate(bytes);
     fill(p);
     std::lock_guard<std::mutex> g(r.mu);
-    const uint64_t scope = scope_of(r, key.b, 1);
     r.misses++;
-    if (scope == 0) {  // the scope ended while packing: nothing to keep it for
+    const uint64_t scope = scope_of(r, key.b, 1);
+    auto it = r.entries.find(key);
+    if (scope == 0 || it != r.entries.end()) {
+        // The scope ended while packing (nothing to keep it for), or another thread packed the
+        // same weight meanwhile: it may be reading that copy already, so that one stays.
         allocator::release(p, bytes);
-        return nullptr;
+        return scope == 0 ? nullptr : it->second.p;
     }
-    auto [it, inserted] = r.entries.try_emplace(key, Packed{p, bytes, scope});
-    if (!inserted) {  // same key, other size (cannot happen with one kernel build): replace
-        allocator::release(it->second.p, it->second.bytes);
-        r.bytes -= (int64_t)it->second.bytes;
-        it->second = Packed{p, bytes, scope};
-    }
+    r.entries.emplace(key, Packed{p, bytes, scope});
     r.bytes += (int64_t)bytes;
     return p;
 }

@@ -54,7 +54,8 @@ struct Key {
 };
 // Whether [p, p + bytes) lies inside a tensor of a live scope (false when there is none).
 bool covers(const void* p, int64_t bytes);
-// The packed copy for `key`; on a miss, a new buffer of `bytes` that `fill` packs first.
+// The packed copy for `key`; on a miss, a new buffer of `bytes` that `fill` packs first. Safe to
+// call from several threads; null only when the scope ended meanwhile (then pack as usual).
 void* find_or_pack(const Key& key, size_t bytes, const std::function<void(void*)>& fill);
 }  // namespace packed_weights
 
