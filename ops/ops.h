@@ -13,6 +13,7 @@
 #include "ops/grn.h"
 #include "ops/layer_norm.h"
 #include "ops/linear.h"
+#include "ops/packed_weights.h"
 #include "ops/pointwise.h"
 #include "ops/precision.h"
 #include "ops/reduce.h"
