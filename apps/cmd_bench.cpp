@@ -256,6 +256,7 @@ std::function<int()> setup_bench(CLI::App& root) {
         // A bf16 run's arithmetic limit is the bf16 dot-product rate; fraction_of_peak stays against
         // the fp32 one (the contract), so both fractions are given.
         const double bf16_peak_gflops = peak.bf16_all / peak.threads * std::min(threads, cpu_info().hardware_threads);
+        const double bf16_fraction = bf16_peak_gflops > 0 ? gflops / bf16_peak_gflops : 0.0;
         nlohmann::json j{{"peer", "convnext.cpp"},
                          {"model", o->model},
                          {"mode", o->mode},
@@ -273,8 +274,7 @@ std::function<int()> setup_bench(CLI::App& root) {
                          {"fraction_of_peak", gflops / peak_gflops},
                          {"peak_gflops", peak_gflops},
                          {"bf16_peak_gflops", bf16_peak_gflops > 0 ? nlohmann::json(bf16_peak_gflops) : nlohmann::json()},
-                         {"fraction_of_bf16_peak",
-                          bf16_peak_gflops > 0 ? nlohmann::json(gflops / bf16_peak_gflops) : nlohmann::json()},
+                         {"fraction_of_bf16_peak", bf16_peak_gflops > 0 ? nlohmann::json(bf16_fraction) : nlohmann::json()},
                          {"peak_source", peak_cached ? "cache" : "measured"},
                          {"cpu", cpu_info().model_name},
                          {"gemm_backend", gemm_backend_name()},
@@ -291,7 +291,7 @@ std::function<int()> setup_bench(CLI::App& root) {
                          {"cpu_s_per_step", cpu_step}};
         std::string bf16_share;
         if (calls.bf16 > 0 && bf16_peak_gflops > 0)
-            bf16_share = ", " + std::to_string((int)std::lround(100 * gflops / bf16_peak_gflops)) + "% of the bf16 limit";
+            bf16_share = ", " + std::to_string((int)std::lround(100 * bf16_fraction)) + "% of the bf16 limit";
         if (o->json)
             std::cout << j.dump() << "\n";
         else

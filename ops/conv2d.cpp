@@ -22,10 +22,6 @@
 namespace cnx {
 namespace {
 
-// Below this many multiply-adds / copied values a loop runs on one thread (a parallel region's
-// start-up would cost more than it saves).
-constexpr int64_t kConvMinParallelWork = 1 << 16;
-
 struct ConvGeom {
     int64_t N, H, W, Cin;
     int64_t Cout, kh, kw, stride, pad, groups;
@@ -94,7 +90,7 @@ void unpack_weight(const T* dwr, T* dw, int64_t Cout, int64_t cin_g, int64_t kh,
 template <class F>
 void for_each_patch_run(const ConvGeom& g, F&& f) {
     const int64_t s = g.stride, run = s * g.Cin, K = s * run, rows = g.N * g.Ho;
-    parallel_range(rows, g.M() * K > kConvMinParallelWork ? 1 : rows, [&](int64_t r0, int64_t r1) {
+    parallel_range(rows, g.M() * K > kParallelMinMacs ? 1 : rows, [&](int64_t r0, int64_t r1) {
         for (int64_t r = r0; r < r1; ++r) {
             const int64_t n = r / g.Ho, ho = r % g.Ho;
             for (int64_t wo = 0; wo < g.Wo; ++wo)
@@ -121,7 +117,7 @@ void patch_scatter(const T* p, T* x, const ConvGeom& g) {
 template <class T>
 void im2col(const T* x, T* cols, const ConvGeom& g, int64_t grp) {
     const int64_t cg = g.cin_g(), K = g.K(), c0 = grp * cg, rows = g.N * g.Ho;
-    parallel_range(rows, g.M() * K > kConvMinParallelWork ? 1 : rows, [&](int64_t r0, int64_t r1) {
+    parallel_range(rows, g.M() * K > kParallelMinMacs ? 1 : rows, [&](int64_t r0, int64_t r1) {
         for (int64_t r = r0; r < r1; ++r) {
             const int64_t n = r / g.Ho, ho = r % g.Ho;
             for (int64_t wo = 0; wo < g.Wo; ++wo) {
@@ -149,7 +145,7 @@ void im2col(const T* x, T* cols, const ConvGeom& g, int64_t grp) {
 template <class T>
 void col2im(const T* cols, T* dx, const ConvGeom& g, int64_t grp) {
     const int64_t cg = g.cin_g(), K = g.K(), c0 = grp * cg, s = g.stride, rows = g.N * g.H;
-    parallel_range(rows, g.M() * K > kConvMinParallelWork ? 1 : rows, [&](int64_t r0, int64_t r1) {
+    parallel_range(rows, g.M() * K > kParallelMinMacs ? 1 : rows, [&](int64_t r0, int64_t r1) {
         for (int64_t r = r0; r < r1; ++r) {
             const int64_t n = r / g.H, h = r % g.H;
             for (int64_t w = 0; w < g.W; ++w) {

@@ -15,9 +15,6 @@
 namespace cnx {
 namespace {
 
-// Below this many multiply-adds a kernel runs on one thread (waking helpers would cost more than
-// it saves).
-constexpr int64_t kDepthwiseMinParallelWork = 1 << 16;
 // Row blocks of the dW/db reduction (each sums into its own partial buffer, reduced in order).
 constexpr int64_t kWgradBlocks = 16;
 
@@ -74,7 +71,7 @@ struct Tile {
 };
 
 // Rows per parallel range: all of them (serial) when the whole convolution is small.
-inline int64_t row_grain(const DwGeom& g) { return g.macs() > kDepthwiseMinParallelWork ? 1 : g.N * g.Ho; }
+inline int64_t row_grain(const DwGeom& g) { return g.macs() > kParallelMinMacs ? 1 : g.N * g.Ho; }
 
 // Valid kernel rows [i0, i1) for output row ho: input row ho*s - ph + i inside [0, H).
 inline void valid_rows(int64_t ho, const DwGeom& g, int64_t& i0, int64_t& i1) {
@@ -234,7 +231,7 @@ void dw_forward(const T* x, const T* wt, const T* bias, T* y, const DwGeom& g) {
 template <class T>
 void dw_backward_input_strided(const T* gy, const T* wt, T* dx, const DwGeom& g) {
     const int64_t C = g.C, s = g.stride;
-    parallel_range(g.N * g.H, g.macs() > kDepthwiseMinParallelWork ? 1 : g.N * g.H, [&](int64_t r0, int64_t r1) {
+    parallel_range(g.N * g.H, g.macs() > kParallelMinMacs ? 1 : g.N * g.H, [&](int64_t r0, int64_t r1) {
         for (int64_t r = r0; r < r1; ++r) {
             const int64_t n = r / g.H, h = r % g.H;
             T* dxrow = dx + r * g.W * C;
@@ -365,7 +362,7 @@ void dw_backward_weight_impl(const T* gy, const TX* x, T* dwt, T* db, const DwGe
     const int64_t rows = g.N * g.Ho;
     // A fixed number of row blocks, whatever the thread count: the result does not depend on it.
     const int64_t blocks =
-        g.macs() > kDepthwiseMinParallelWork ? std::max<int64_t>(1, std::min<int64_t>(rows, kWgradBlocks)) : 1;
+        g.macs() > kParallelMinMacs ? std::max<int64_t>(1, std::min<int64_t>(rows, kWgradBlocks)) : 1;
     const int64_t stride_p = (taps + 1) * C;  // dwt then db
     std::vector<T> partial(blocks * stride_p, T(0));
     parallel_for(blocks, [&](int64_t b) {

@@ -43,7 +43,6 @@ struct Dims {
 // Rows per parallel chunk of an element-wise pass over [rows, K].
 int64_t row_grain(const Dims& d) { return d.M() * d.K >= kParallelMinCostly ? std::max<int64_t>(1, 2048 / d.K) : d.M(); }
 
-
 // The GRN statistics of every image, kept for the backward.
 struct GrnState {
     Tensor G, Nx, s;            // [N, K]
@@ -89,6 +88,30 @@ void gelu_grn_forward(const TH* h, const T* gamma, const T* beta, double eps, co
             }
         }
     });
+}
+
+// GEMM 1, the GRN passes and GEMM 2. TH: how h and y are stored (T, or BFloat16 under
+// Precision::BF16 training: GEMM 1 then writes h only in bfloat16, and GEMM 2 reads y as stored).
+// y may be h when there is no backward.
+template <class T, class TH>
+void mlp_forward(const T* u, const T* w1, const T* b1, const T* gamma, const T* beta, const T* w2, const T* b2,
+                 const T* residual, double eps, const Dims& d, TH* h, TH* y, T* out, GrnState& st) {
+    const int64_t M = d.M(), C = d.C, K = d.K;
+    GemmEpilogue<T> e1;
+    e1.bias = b1;
+    if constexpr (std::is_same<TH, BFloat16>::value) {
+        e1.out_bf16 = h;
+        e1.ld_out_bf16 = K;
+        gemm_stored<T>(false, true, M, K, C, u, C, w1, C, (T*)nullptr, K, e1);
+    } else {
+        gemm_stored<T>(false, true, M, K, C, u, C, w1, C, h, K, e1);
+    }
+    gelu_grn_forward<T, TH, TH>(h, gamma, beta, eps, d, y, st);
+    GemmEpilogue<T> e2;
+    e2.bias = b2;
+    e2.residual = residual;
+    e2.ld_residual = C;
+    gemm_stored<T>(false, true, M, C, K, (const TH*)y, K, w2, K, out, C, e2);
 }
 
 // dy [M, K] in, dh [M, K] out in its place; dgamma, dbeta [K] written when given. TH: how h was
@@ -191,31 +214,16 @@ Tensor convnextv2_mlp(const Tensor& u, const Tensor& w1, const Tensor& b1, const
     Tensor h = Tensor::empty({M, K}, bf16_saved ? DType::BF16 : dt);
     Tensor y = grad ? Tensor::empty({M, K}, bf16_saved ? DType::BF16 : dt) : h;
     if (bf16_saved && !meta_mode()) {
-        GemmEpilogue<float> e1;
-        e1.bias = data_or_null<float>(b1);
-        e1.out_bf16 = h.data<BFloat16>();
-        e1.ld_out_bf16 = K;
-        gemm_stored<float>(false, true, M, K, C, u.data<float>(), C, w1.data<float>(), C, (float*)nullptr, K, e1);
-        gelu_grn_forward<float, BFloat16, BFloat16>(h.data<BFloat16>(), gamma.data<float>(), beta.data<float>(), eps,
-                                                     d, y.data<BFloat16>(), *st);
-        GemmEpilogue<float> e2;
-        e2.bias = data_or_null<float>(b2);
-        e2.residual = data_or_null<float>(residual);
-        e2.ld_residual = C;
-        gemm_stored<float>(false, true, M, C, K, (const BFloat16*)y.data<BFloat16>(), K, w2.data<float>(), K,
-                           out.data<float>(), C, e2);
+        mlp_forward<float, BFloat16>(u.data<float>(), w1.data<float>(), data_or_null<float>(b1), gamma.data<float>(),
+                                     beta.data<float>(), w2.data<float>(), data_or_null<float>(b2),
+                                     data_or_null<float>(residual), eps, d, h.data<BFloat16>(), y.data<BFloat16>(),
+                                     out.data<float>(), *st);
     } else {
         CNX_DISPATCH(dt, "convnextv2_mlp", {
             using T = scalar_t;
-            GemmEpilogue<T> e1;
-            e1.bias = data_or_null<T>(b1);
-            gemm_ex<T>(false, true, M, K, C, T(1), u.data<T>(), C, w1.data<T>(), C, T(0), h.data<T>(), K, e1);
-            gelu_grn_forward<T>(h.data<T>(), gamma.data<T>(), beta.data<T>(), eps, d, y.data<T>(), *st);
-            GemmEpilogue<T> e2;
-            e2.bias = data_or_null<T>(b2);
-            e2.residual = data_or_null<T>(residual);
-            e2.ld_residual = C;
-            gemm_ex<T>(false, true, M, C, K, T(1), y.data<T>(), K, w2.data<T>(), K, T(0), out.data<T>(), C, e2);
+            mlp_forward<T, T>(u.data<T>(), w1.data<T>(), data_or_null<T>(b1), gamma.data<T>(), beta.data<T>(),
+                              w2.data<T>(), data_or_null<T>(b2), data_or_null<T>(residual), eps, d, h.data<T>(),
+                              y.data<T>(), out.data<T>(), *st);
         });
     }
     if (!grad) {

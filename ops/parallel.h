@@ -24,6 +24,8 @@ namespace cnx {
 // math), which splits earlier.
 constexpr int64_t kParallelMin = 1 << 15;
 constexpr int64_t kParallelMinCostly = 1 << 14;
+// The same for convolution loops, counted in multiply-adds (or values copied by im2col/col2im).
+constexpr int64_t kParallelMinMacs = 1 << 16;
 
 // Runs fn(i) once for every i in [0, n), in any order and on any of the pool's threads. If a call
 // throws, the other chunks still run and the first exception is rethrown here afterwards.
