@@ -46,13 +46,10 @@ inline BFloat16 float_to_bf16(float f) {
     return BFloat16{(uint16_t)(u >> 16)};
 }
 
-// Bulk conversions (loops the compiler vectorises); ops/saved.h has multi-threaded ones.
-inline void bf16_from_float(const float* src, BFloat16* dst, int64_t n) {
-    for (int64_t i = 0; i < n; ++i) dst[i] = float_to_bf16(src[i]);
-}
-inline void bf16_to_float(const BFloat16* src, float* dst, int64_t n) {
-    for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_float(src[i]);
-}
+// Bulk conversions, bit for bit the element-wise ones above (AVX-512 where the CPU has it,
+// core/bf16_convert.cpp); ops/saved.h has multi-threaded ones.
+void bf16_from_float(const float* src, BFloat16* dst, int64_t n);
+void bf16_to_float(const BFloat16* src, float* dst, int64_t n);
 
 // A stored element in the type kernels compute in: itself, or a bfloat16 widened to float32. Lets a
 // kernel template over its input's storage type (float, double or BFloat16) read it one way.

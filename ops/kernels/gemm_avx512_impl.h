@@ -37,6 +37,7 @@
 #include <cstdlib>
 #include <new>
 
+#include "core/bf16_avx512.h"
 #include "core/storage.h"
 #include "ops/gemm.h"
 #include "ops/packed_weights.h"
@@ -146,21 +147,9 @@ inline void store16(float* p, __mmask16 m, __m512 v) {
 // 16 bfloat16 values widened to float32 (exact: a shift), under a lane mask.
 inline __m512 load16(const BFloat16* p, __mmask16 m) {
     const __m256i h = m == 0xFFFF ? _mm256_loadu_si256((const __m256i*)p) : _mm256_maskz_loadu_epi16(m, p);
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    return widen_bf16(h);
 }
 
-// 16 floats rounded to bfloat16 exactly as float_to_bf16 (core/dtype.h) rounds: to nearest even,
-// NaN kept quiet. Integer operations only, so the float32 kernel (no AVX512_BF16) stores the same
-// bits as the bf16 one and as every other conversion in the library.
-inline __m256i round_bf16(__m512 v) {
-    const __m512i u = _mm512_castps_si512(v);
-    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
-    __m512i r = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), lsb), 16);
-    const __mmask16 nan =
-        _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
-    r = _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40)));
-    return _mm512_cvtepi32_epi16(r);
-}
 inline void store16(BFloat16* p, __mmask16 m, __m512 v) {
     if (m == 0xFFFF)
         _mm256_storeu_si256((__m256i*)p, round_bf16(v));
