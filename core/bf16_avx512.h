@@ -1,11 +1,14 @@
 #pragma once
 // The 16-lane forms of float_to_bf16 / bf16_to_float (core/dtype.h), bit for bit: round to nearest
 // even with a NaN kept quiet, in integer operations only (no AVX512_BF16 needed, so every path of
-// the library stores the same bits). Include inside a `#pragma GCC target("avx512f,avx512vl,
-// avx512bw")` region, after <immintrin.h>; static, so each translation unit keeps the copy compiled
-// for its own target.
+// the library stores the same bits). x86-64 only; include after <immintrin.h>. The functions carry
+// their own target attribute (GCC and clang both honour it, clang ignores `#pragma GCC target`), so
+// they compile without -mavx512f and inline into any function whose target includes these
+// features; static, so each translation unit keeps its own copy.
 
-static inline __m256i round_bf16(__m512 v) {
+#define CNX_TARGET_AVX512 __attribute__((target("avx512f,avx512vl,avx512bw")))
+
+static inline CNX_TARGET_AVX512 __m256i round_bf16(__m512 v) {
     const __m512i u = _mm512_castps_si512(v);
     const __m512i high = _mm512_srli_epi32(u, 16);
     const __m512i lsb = _mm512_and_si512(high, _mm512_set1_epi32(1));
@@ -17,6 +20,6 @@ static inline __m256i round_bf16(__m512 v) {
 }
 
 // Exact: the bf16 bits become the high half of the float32.
-static inline __m512 widen_bf16(__m256i h) {
+static inline CNX_TARGET_AVX512 __m512 widen_bf16(__m256i h) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }

@@ -3,8 +3,9 @@
 // elements/s per core on an Intel Xeon (family 6 model 207), which cost ConvNeXt-atto/32 training
 // a few percent of its step in bf16. Written out in AVX-512 (core/bf16_avx512.h: the same bits as
 // float_to_bf16), chosen at run time; other CPUs and builds use the scalar loops.
+
 // GCC 12 flags the deliberately undefined vectors inside its own AVX-512 intrinsics
-// (_mm512_undefined_ps) when they are compiled through a target pragma (as ops/gemm_avx512.cpp).
+// (_mm512_undefined_ps) when they are compiled for a target attribute rather than -mavx512f.
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
@@ -13,17 +14,16 @@
 #include "core/cpu_info.h"
 #include "core/dtype.h"
 
-#if defined(__x86_64__) && defined(__GNUC__)
+#if defined(__x86_64__)
 #define CNX_BF16_CONVERT_X86 1
 #include <immintrin.h>
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512vl,avx512bw")
+
 #include "core/bf16_avx512.h"
 
 namespace cnx {
 namespace {
 
-__attribute__((noinline)) void from_float_avx512(const float* src, BFloat16* dst, int64_t n) {
+CNX_TARGET_AVX512 __attribute__((noinline)) void from_float_avx512(const float* src, BFloat16* dst, int64_t n) {
     int64_t i = 0;
     for (; i + 32 <= n; i += 32) {
         const __m256i a = round_bf16(_mm512_loadu_ps(src + i)), b = round_bf16(_mm512_loadu_ps(src + i + 16));
@@ -36,7 +36,7 @@ __attribute__((noinline)) void from_float_avx512(const float* src, BFloat16* dst
     }
 }
 
-__attribute__((noinline)) void to_float_avx512(const BFloat16* src, float* dst, int64_t n) {
+CNX_TARGET_AVX512 __attribute__((noinline)) void to_float_avx512(const BFloat16* src, float* dst, int64_t n) {
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) _mm512_storeu_ps(dst + i, widen_bf16(_mm256_loadu_si256((const __m256i*)(src + i))));
     if (i < n) {
@@ -47,7 +47,6 @@ __attribute__((noinline)) void to_float_avx512(const BFloat16* src, float* dst, 
 
 }  // namespace
 }  // namespace cnx
-#pragma GCC pop_options
 #else
 #define CNX_BF16_CONVERT_X86 0
 #endif
