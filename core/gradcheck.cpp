@@ -20,6 +20,7 @@ double weighted_sum(const Tensor& y, const Tensor& weights) {
 }  // namespace
 
 GradcheckResult gradcheck(const TensorFn& fn, std::vector<Tensor> inputs, const GradcheckOptions& opts) {
+    CNX_CHECK(opts.element_stride >= 1, "gradcheck: element_stride must be at least 1, got ", opts.element_stride);
     std::vector<int> idx = opts.check_inputs;
     if (idx.empty())
         for (size_t i = 0; i < inputs.size(); ++i)
@@ -46,7 +47,7 @@ GradcheckResult gradcheck(const TensorFn& fn, std::vector<Tensor> inputs, const 
         Tensor analytic = x.grad().defined() ? x.grad() : zeros_like(x);
         double* xp = x.data<double>();
         const double* ap = analytic.data<double>();
-        for (int64_t k = 0; k < x.numel(); ++k) {
+        for (int64_t k = 0; k < x.numel(); k += opts.element_stride) {
             double saved = xp[k];
             xp[k] = saved + opts.eps;
             default_generator().manual_seed(opts.seed);

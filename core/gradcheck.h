@@ -24,6 +24,9 @@ struct GradcheckOptions {
     uint64_t seed = 1234;
     // Indices of inputs to check; empty = every input (inputs are made to require grad).
     std::vector<int> check_inputs;
+    // Check elements 0, s, 2s, ... of each input (1 = all). Every checked element costs two
+    // forward passes, so a large input can be checked on a spread of its elements instead.
+    int64_t element_stride = 1;
 };
 
 struct GradcheckResult {

@@ -6,7 +6,8 @@
 #      built and run against it (its CTest tests), so the installed package cannot break silently;
 #   3. the same suite built with AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/):
 #      any memory error, leak or undefined behaviour aborts the test that hit it;
-#   4. a 20-second libFuzzer smoke run of every file-parser harness (build-fuzz/).
+#   4. a 12-second libFuzzer smoke run of every file-parser harness (build-fuzz/), 2 at a time;
+#      the long runs are scripts/fuzz.sh with more seconds (docs/reliability.md).
 # Each stage prints its wall-clock and CPU time (user + sys of everything it ran), and a table at
 # the end. Skip stages with CONVNEXT_TEST_SKIP="examples asan fuzz" (any of them; local use).
 set -euo pipefail
@@ -90,7 +91,7 @@ if ! skipped asan; then
   stage "sanitizer build" sanitizer_build
   stage "sanitizer tests" sanitizer_tests
 fi
-if ! skipped fuzz; then stage "fuzz smoke run" scripts/fuzz.sh 20; fi
+if ! skipped fuzz; then stage "fuzz smoke run" scripts/fuzz.sh 12; fi
 
 echo "== all passed in $((SECONDS - t0)) s"
 printf '   %s\n' "${SUMMARY[@]}"

@@ -235,6 +235,34 @@ TEST_CASE("gradcheck catches a wrong backward", "[autograd][gradcheck]") {
     CHECK_FALSE(x.grad().defined());
 }
 
+TEST_CASE("gradcheck: element_stride checks a spread of the elements, and only those", "[autograd][gradcheck]") {
+    // An identity whose backward is wrong at element 5 only.
+    auto wrong_at_5 = [](const std::vector<Tensor>& v) {
+        Tensor out = v[0].detach().clone();
+        autograd::record("wrong_at_5", out, {v[0]}, [](const Tensor& g) -> std::vector<Tensor> {
+            Tensor d = g.clone();
+            d.data<double>()[5] *= 2;
+            return {d};
+        });
+        return out;
+    };
+    Generator g(5);
+    Tensor x = randn({3, 4}, DType::F64, &g);
+    GradcheckOptions all;
+    GradcheckResult r1 = gradcheck(wrong_at_5, {x}, all);
+    CHECK_FALSE(r1.pass);
+    CHECK_THAT(r1.worst, Catch::Contains("element 5"));
+    GradcheckOptions every5;
+    every5.element_stride = 5;  // 0, 5, 10
+    CHECK_FALSE(gradcheck(wrong_at_5, {x}, every5).pass);
+    GradcheckOptions even;
+    even.element_stride = 2;  // 0, 2, ..., 10: misses it
+    CHECK(gradcheck(wrong_at_5, {x}, even).pass);
+    GradcheckOptions bad;
+    bad.element_stride = 0;
+    CHECK_THROWS_WITH(gradcheck(wrong_at_5, {x}, bad), Catch::Contains("element_stride must be at least 1"));
+}
+
 TEST_CASE("a long chain does not overflow the stack", "[autograd]") {
     // The topological sort is iterative; 20000 nodes deep would overflow a recursive one.
     Tensor x = leaf({1}, {1});
