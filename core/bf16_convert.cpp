@@ -45,6 +45,11 @@ CNX_TARGET_AVX512 __attribute__((noinline)) void to_float_avx512(const BFloat16*
     }
 }
 
+bool avx512_here() {
+    static const bool yes = cpu_info().avx512;
+    return yes;
+}
+
 }  // namespace
 }  // namespace cnx
 #else
@@ -55,16 +60,14 @@ namespace cnx {
 
 void bf16_from_float(const float* src, BFloat16* dst, int64_t n) {
 #if CNX_BF16_CONVERT_X86
-    static const bool avx512 = cpu_info().avx512;
-    if (avx512) return from_float_avx512(src, dst, n);
+    if (avx512_here()) return from_float_avx512(src, dst, n);
 #endif
     for (int64_t i = 0; i < n; ++i) dst[i] = float_to_bf16(src[i]);
 }
 
 void bf16_to_float(const BFloat16* src, float* dst, int64_t n) {
 #if CNX_BF16_CONVERT_X86
-    static const bool avx512 = cpu_info().avx512;
-    if (avx512) return to_float_avx512(src, dst, n);
+    if (avx512_here()) return to_float_avx512(src, dst, n);
 #endif
     for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_float(src[i]);
 }
