@@ -46,6 +46,20 @@ inline BFloat16 float_to_bf16(float f) {
     return BFloat16{(uint16_t)(u >> 16)};
 }
 
+// IEEE 754 binary16 (torch.float16, safetensors F16) to float32, exactly: every half value,
+// subnormals included, is a float32; infinities stay infinities and a NaN keeps its sign and payload.
+inline float half_bits_to_float(uint16_t h) {
+    const uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, mant = h & 0x3ff;
+    float f;
+    if (exp == 0) {
+        f = (float)mant * (1.0f / 16777216.0f);  // zero or subnormal: mant * 2^-24
+        return sign ? -f : f;
+    }
+    const uint32_t bits = exp == 31 ? sign | 0x7f800000u | (mant << 13) : sign | ((exp + 112) << 23) | (mant << 13);
+    std::memcpy(&f, &bits, 4);
+    return f;
+}
+
 // Bulk conversions, bit for bit the element-wise ones above (AVX-512 where the CPU has it,
 // core/bf16_convert.cpp); ops/saved.h has multi-threaded ones.
 void bf16_from_float(const float* src, BFloat16* dst, int64_t n);

@@ -17,19 +17,6 @@ static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "storage bytes are read
 
 namespace {
 
-float half_to_float(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, mant = h & 0x3ff, bits;
-    if (exp == 0) {
-        float f = (float)mant * (1.0f / 16777216.0f);  // zero or subnormal: mant * 2^-24
-        return sign ? -f : f;
-    }
-    if (exp == 31) bits = sign | 0x7f800000u | (mant << 13);
-    else bits = sign | ((exp + 112) << 23) | (mant << 13);
-    float f;
-    std::memcpy(&f, &bits, 4);
-    return f;
-}
-
 template <class S>
 void convert_ints(const uint8_t* src, float* dst, size_t n) {
     for (size_t i = 0; i < n; ++i) {
@@ -45,7 +32,7 @@ void to_float(ElemType t, const uint8_t* src, float* dst, size_t n) {
         case ElemType::F32: std::memcpy(dst, src, n * 4); break;
         case ElemType::F64: convert_ints<double>(src, dst, n); break;
         case ElemType::F16:
-            for (size_t i = 0; i < n; ++i) dst[i] = half_to_float((uint16_t)(src[2 * i] | (src[2 * i + 1] << 8)));
+            for (size_t i = 0; i < n; ++i) dst[i] = half_bits_to_float((uint16_t)(src[2 * i] | (src[2 * i + 1] << 8)));
             break;
         case ElemType::BF16:
             for (size_t i = 0; i < n; ++i) {

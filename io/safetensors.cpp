@@ -49,21 +49,6 @@ const TypeInfo* find_type(const std::string& name) {
     return nullptr;
 }
 
-float half_to_float(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
-    uint32_t exp = (h >> 10) & 0x1f, mant = h & 0x3ff;
-    float v;
-    if (exp == 0) {
-        v = std::ldexp((float)mant, -24);  // zero or subnormal
-    } else if (exp == 31) {
-        v = mant ? std::numeric_limits<float>::quiet_NaN() : std::numeric_limits<float>::infinity();
-    } else {
-        uint32_t bits = ((exp + 112) << 23) | (mant << 13);
-        std::memcpy(&v, &bits, 4);
-    }
-    return sign ? -v : v;
-}
-
 float bf16_bits_to_float(uint16_t b) { return bf16_to_float(BFloat16{b}); }
 
 // float8 e4m3fn: bias 7, no infinities, S.1111.111 is NaN.
@@ -80,7 +65,7 @@ float f8e4m3_to_float(uint8_t b) {
 }
 
 // float8 e5m2 is the top byte of an IEEE half.
-float f8e5m2_to_float(uint8_t b) { return half_to_float((uint16_t)(b << 8)); }
+float f8e5m2_to_float(uint8_t b) { return half_bits_to_float((uint16_t)(b << 8)); }
 
 template <class S>
 S load_le(const unsigned char* p) {
@@ -101,7 +86,7 @@ void convert(const unsigned char* src, FileType type, Out* dst, int64_t n) {
     switch (type) {
         case FileType::F64: convert_as<double>(src, dst, n, same); break;
         case FileType::F32: convert_as<float>(src, dst, n, same); break;
-        case FileType::F16: convert_as<uint16_t>(src, dst, n, half_to_float); break;
+        case FileType::F16: convert_as<uint16_t>(src, dst, n, half_bits_to_float); break;
         case FileType::BF16: convert_as<uint16_t>(src, dst, n, bf16_bits_to_float); break;
         case FileType::F8_E4M3: convert_as<uint8_t>(src, dst, n, f8e4m3_to_float); break;
         case FileType::F8_E5M2: convert_as<uint8_t>(src, dst, n, f8e5m2_to_float); break;

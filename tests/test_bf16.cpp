@@ -158,6 +158,26 @@ TEST_CASE("bf16: float32 -> bfloat16 rounds to nearest even; NaN, infinities, ze
     }
 }
 
+TEST_CASE("float16 bits widen exactly to float32, for all 65536 of them", "[bf16][float16]") {
+    // The value by the definition (sign, 5-bit exponent biased by 15, 10-bit mantissa), in double.
+    for (uint32_t h = 0; h < 65536; ++h) {
+        const int sign = h >> 15, exp = (h >> 10) & 0x1f, mant = h & 0x3ff;
+        const float got = half_bits_to_float((uint16_t)h);
+        if (exp == 31 && mant != 0) {
+            REQUIRE(std::isnan(got));
+            REQUIRE(std::signbit(got) == (sign == 1));
+            continue;
+        }
+        const double magnitude = exp == 31   ? std::numeric_limits<double>::infinity()
+                                 : exp == 0 ? std::ldexp((double)mant, -24)
+                                            : std::ldexp(1.0 + mant / 1024.0, exp - 15);
+        const double want = sign ? -magnitude : magnitude;
+        INFO("bits 0x" << std::hex << h);
+        REQUIRE((double)got == want);
+        REQUIRE(std::signbit(got) == (sign == 1));  // -0 stays -0
+    }
+}
+
 TEST_CASE("bf16: the bulk conversions give the element-wise bits, every length and edge value", "[bf16]") {
     // The bulk loops are vectorised by hand where the CPU allows (core/bf16_convert.cpp): 32 and 16
     // lanes at a time, then a masked tail. Every length up to 70 puts each special value in every
