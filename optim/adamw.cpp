@@ -13,13 +13,14 @@ struct AdamWStep {
 // The scalars are rounded to T once, as PyTorch's kernels do with a Python float argument.
 // Each line mirrors one PyTorch op: mul_, add_(alpha) and addcmul_ (both fused multiply-adds in
 // PyTorch's CPU build), sqrt / div / add_(eps), addcdiv_ (p + (value * m) / denom).
+// Elements [begin, end); the scalars are locals here (not captured by reference), so the compiler
+// can keep them in registers and vectorise the loop.
 template <class T, bool AMSGRAD>
-void adamw_kernel(T* p, const T* g, T* m, T* v, T* vmax, int64_t n, const AdamWStep& s) {
+void adamw_range(T* p, const T* g, T* m, T* v, T* vmax, int64_t begin, int64_t end, const AdamWStep& s) {
     const T decay = (T)s.decay, b1 = (T)s.beta1, one_minus_b1 = (T)(1 - s.beta1), b2 = (T)s.beta2,
             one_minus_b2 = (T)(1 - s.beta2), bc2 = (T)s.bias_correction2_sqrt, eps = (T)s.eps,
             neg_step = (T)s.neg_step_size;
-#pragma omp parallel for if (n > detail::kParallelMin)
-    for (int64_t i = 0; i < n; ++i) {
+    for (int64_t i = begin; i < end; ++i) {
         const T gi = g[i];
         const T pi = p[i] * decay;
         const T mi = detail::mul_add(gi, one_minus_b1, m[i] * b1);
@@ -34,6 +35,12 @@ void adamw_kernel(T* p, const T* g, T* m, T* v, T* vmax, int64_t n, const AdamWS
         const T denom = std::sqrt(vd) / bc2 + eps;
         p[i] = pi + neg_step * mi / denom;
     }
+}
+
+template <class T, bool AMSGRAD>
+void adamw_kernel(T* p, const T* g, T* m, T* v, T* vmax, int64_t n, const AdamWStep& s) {
+    parallel_range(n, detail::kParallelMin,
+                   [&](int64_t begin, int64_t end) { adamw_range<T, AMSGRAD>(p, g, m, v, vmax, begin, end, s); });
 }
 
 template <class T>

@@ -18,13 +18,14 @@ template <class T, class Term>
 double chunked_sum(const T* g, int64_t n, Term term) {
     const int64_t chunks = (n + kNormChunk - 1) / kNormChunk;
     std::vector<double> partial((size_t)chunks);
-#pragma omp parallel for schedule(static) if (n > detail::kParallelMin)
-    for (int64_t c = 0; c < chunks; ++c) {
-        const int64_t end = std::min(n, (c + 1) * kNormChunk);
-        double acc = 0;
-        for (int64_t i = c * kNormChunk; i < end; ++i) acc += term((double)g[i]);
-        partial[(size_t)c] = acc;
-    }
+    parallel_range(chunks, n > detail::kParallelMin ? 1 : chunks, [&](int64_t c0, int64_t c1) {
+        for (int64_t c = c0; c < c1; ++c) {
+            const int64_t end = std::min(n, (c + 1) * kNormChunk);
+            double acc = 0;
+            for (int64_t i = c * kNormChunk; i < end; ++i) acc += term((double)g[i]);
+            partial[(size_t)c] = acc;
+        }
+    });
     double acc = 0;
     for (double v : partial) acc += v;
     return acc;
@@ -48,8 +49,10 @@ double norm_part(const T* g, int64_t n, double p) {
 
 template <class T>
 void scale_kernel(T* g, int64_t n, T s) {
-#pragma omp parallel for if (n > detail::kParallelMin)
-    for (int64_t i = 0; i < n; ++i) g[i] *= s;
+    parallel_range(n, detail::kParallelMin, [g, s](int64_t begin, int64_t end) {
+        const T f = s;  // a local, so the loop vectorises
+        for (int64_t i = begin; i < end; ++i) g[i] *= f;
+    });
 }
 }  // namespace
 

@@ -7,8 +7,10 @@ namespace cnx::optim {
 namespace {
 template <class T>
 void ema_kernel(T* e, const T* v, int64_t n, T d, T one_minus_d) {
-#pragma omp parallel for if (n > detail::kParallelMin)
-    for (int64_t i = 0; i < n; ++i) e[i] = d * e[i] + one_minus_d * v[i];
+    parallel_range(n, detail::kParallelMin, [e, v, d, one_minus_d](int64_t begin, int64_t end) {
+        const T a = d, b = one_minus_d;  // locals, so the loop vectorises
+        for (int64_t i = begin; i < end; ++i) e[i] = a * e[i] + b * v[i];
+    });
 }
 }  // namespace
 

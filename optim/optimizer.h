@@ -187,7 +187,8 @@ template <class T> inline T mul_add(T x, T y, T z) {
     return x * y + z;
 #endif
 }
-// Loops shorter than this stay on one thread (ops/parallel.h).
+// The update loops run on the thread pool of ops/parallel.h, like the kernels (one pool, no
+// OpenMP barrier per parameter); loops shorter than this stay on the calling thread.
 using ::cnx::kParallelMin;
 std::string format_double(double v);
 double parse_double(const std::string& key, const std::string& text);

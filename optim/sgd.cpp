@@ -9,13 +9,13 @@ struct SGDStep {
 };
 
 // buf == nullptr: no momentum. first: the buffer starts as a copy of d (PyTorch's clone).
+// Elements [begin, end), the scalars as locals so the loop vectorises (see adamw.cpp).
 template <class T>
-void sgd_kernel(T* p, const T* g, T* buf, bool first, int64_t n, const SGDStep& s) {
+void sgd_range(T* p, const T* g, T* buf, bool first, int64_t begin, int64_t end, const SGDStep& s) {
     const T wd = (T)s.weight_decay, mom = (T)s.momentum, one_minus_damp = (T)(1 - s.dampening),
             neg_lr = (T)s.neg_lr;
     const bool decay = s.weight_decay != 0, nesterov = s.nesterov;
-#pragma omp parallel for if (n > detail::kParallelMin)
-    for (int64_t i = 0; i < n; ++i) {
+    for (int64_t i = begin; i < end; ++i) {
         T d = g[i];
         if (decay) d = detail::mul_add(p[i], wd, d);
         if (buf) {
@@ -25,6 +25,12 @@ void sgd_kernel(T* p, const T* g, T* buf, bool first, int64_t n, const SGDStep& 
         }
         p[i] = detail::mul_add(d, neg_lr, p[i]);
     }
+}
+
+template <class T>
+void sgd_kernel(T* p, const T* g, T* buf, bool first, int64_t n, const SGDStep& s) {
+    parallel_range(n, detail::kParallelMin,
+                   [&](int64_t begin, int64_t end) { sgd_range(p, g, buf, first, begin, end, s); });
 }
 
 void check_options(const SGDOptions& o) {

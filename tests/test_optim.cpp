@@ -655,7 +655,7 @@ TEST_CASE("ModelEMA follows ema = d*ema + (1-d)*value", "[optim][ema]") {
     CHECK(bitwise_equal(ema.shadow()[0].second, w));
 }
 
-TEST_CASE("large tensors (OpenMP path) update like small ones", "[optim]") {
+TEST_CASE("large tensors (threaded path) update like small ones", "[optim]") {
     // One 100000-value parameter vs the same values as four 25000-value parameters (below the
     // threading threshold): elementwise updates must agree bitwise.
     Generator gen(7);
