@@ -59,6 +59,15 @@ const char* path_name(int64_t bf16, int64_t other, const char* other_name) {
     return bf16 == 0 ? other_name : "mixed";
 }
 
+// Which GEMM kernels ran: "bf16", "fp16" or "fp32" when one did, "mixed" when several, "none".
+const char* gemm_kernels_name(const GemmCallCounts& c) {
+    const int64_t fp32 = c.fp32 + c.openblas;
+    const int kinds = (c.bf16 > 0) + (c.fp16 > 0) + (fp32 > 0);
+    if (kinds == 0) return "none";
+    if (kinds > 1) return "mixed";
+    return c.bf16 > 0 ? "bf16" : c.fp16 > 0 ? "fp16" : "fp32";
+}
+
 // --peak: measure now, store in the per-CPU cache, print.
 int run_peak(const BenchOptions& o) {
     const CpuInfo& ci = cpu_info();
@@ -78,6 +87,9 @@ int run_peak(const BenchOptions& o) {
                          {"bf16_gflops_per_core", r.bf16_core},
                          {"bf16_gflops_all", r.bf16_all},
                          {"bf16_over_fp32", r.fp32_core > 0 ? r.bf16_core / r.fp32_core : 0.0},
+                         {"fp16_gflops_per_core", r.fp16_core},
+                         {"fp16_gflops_all", r.fp16_all},
+                         {"fp16_over_fp32", r.fp32_core > 0 ? r.fp16_core / r.fp32_core : 0.0},
                          {"mem_gbs_per_core", r.mem_core},
                          {"mem_gbs_all", r.mem_all},
                          {"cache_file", path}};
@@ -92,6 +104,11 @@ int run_peak(const BenchOptions& o) {
                     r.bf16_all, r.threads, r.bf16_core / r.fp32_core);
     else
         std::printf("bf16 dot: this CPU has no AVX512_BF16\n");
+    if (r.fp16_core > 0)
+        std::printf("fp16 FMA (vfmadd*ph): %7.1f GFLOP/s one core, %7.1f all %d threads (%.2fx fp32)\n", r.fp16_core,
+                    r.fp16_all, r.threads, r.fp16_core / r.fp32_core);
+    else
+        std::printf("fp16 FMA: this CPU has no AVX512_FP16\n");
     std::printf("memory (triad):       %7.1f GB/s one core, %7.1f all %d threads\n", r.mem_core, r.mem_all, r.threads);
     std::printf("(rates per CPU-second of each thread, best of several runs; %s)\n",
                 path.empty() ? "not cached" : ("cached in " + path).c_str());
@@ -99,18 +116,18 @@ int run_peak(const BenchOptions& o) {
 }
 
 // --gemm: the model's pointwise-conv GEMMs at this batch and image size, float32 on one thread
-// (per CPU-second of that thread) and on --threads, and bf16 on one thread where the CPU has it.
+// (per CPU-second of that thread) and on --threads, and the bf16 and fp16 kernels on one thread
+// where the CPU has them.
 int run_gemm(const BenchOptions& o) {
     const int threads = o.threads > 0 ? o.threads : hardware_threads();
     const PeakRates peak = compute_peak();
-    const bool bf16 = gemm_bf16_supported();
+    const bool bf16 = gemm_bf16_supported(), fp16 = gemm_fp16_supported();
     const auto shapes = bench::convnext_gemm_shapes(models::model_options(o.model), o.batch_size, o.image_size);
     const Bf16Kernel prev_kernel = bf16_kernel();
-    set_bf16_kernel(Bf16Kernel::Always);
     nlohmann::json rows = nlohmann::json::array();
     if (!o.json)
-        std::printf("%-20s %6s %6s %6s  %9s %6s  %9s %9s  %9s %6s\n", "shape", "M", "N", "K", "fp32_1t", "peak",
-                    "fp32_nt", "nt_wall", "bf16_1t", "peak");
+        std::printf("%-20s %6s %6s %6s  %9s %6s  %9s %9s  %9s %6s  %9s %6s\n", "shape", "M", "N", "K", "fp32_1t",
+                    "peak", "fp32_nt", "nt_wall", "bf16_1t", "peak", "fp16_1t", "peak");
     for (const auto& s : shapes) {
         manual_seed(0);
         bench::GemmOperands ops(s);
@@ -118,13 +135,17 @@ int run_gemm(const BenchOptions& o) {
         const bench::GemmRate one = bench::time_gemm(s, ops, 1, o.reps);
         set_num_threads(threads);
         const bench::GemmRate many = bench::time_gemm(s, ops, threads, o.reps);
-        bench::GemmRate b16;
-        if (bf16) {
+        auto sixteen_bit = [&](bool supported, Bf16Kernel k) {
+            bench::GemmRate r;
+            if (!supported) return r;
+            set_bf16_kernel(k);
             MatmulPrecisionGuard pg(MatmulPrecision::BFloat16);
             set_num_threads(1);
-            b16 = bench::time_gemm(s, ops, 1, o.reps);
+            r = bench::time_gemm(s, ops, 1, o.reps);
             set_num_threads(threads);
-        }
+            return r;
+        };
+        const bench::GemmRate b16 = sixteen_bit(bf16, Bf16Kernel::Always), h16 = sixteen_bit(fp16, Bf16Kernel::Fp16);
         rows.push_back({{"shape", s.name},
                         {"M", s.M},
                         {"N", s.N},
@@ -134,12 +155,15 @@ int run_gemm(const BenchOptions& o) {
                         {"fp32_gflops_cpu_nt", many.cpu_gflops},
                         {"fp32_gflops_wall_nt", many.wall_gflops},
                         {"bf16_gflops_cpu_1t", b16.cpu_gflops},
-                        {"bf16_fraction_of_core_peak", peak.bf16_core > 0 ? b16.cpu_gflops / peak.bf16_core : 0.0}});
+                        {"bf16_fraction_of_core_peak", peak.bf16_core > 0 ? b16.cpu_gflops / peak.bf16_core : 0.0},
+                        {"fp16_gflops_cpu_1t", h16.cpu_gflops},
+                        {"fp16_fraction_of_core_peak", peak.fp16_core > 0 ? h16.cpu_gflops / peak.fp16_core : 0.0}});
         if (!o.json)
-            std::printf("%-20s %6lld %6lld %6lld  %9.1f %5.0f%%  %9.1f %9.1f  %9.1f %5.0f%%\n", s.name.c_str(),
-                        (long long)s.M, (long long)s.N, (long long)s.K, one.cpu_gflops,
+            std::printf("%-20s %6lld %6lld %6lld  %9.1f %5.0f%%  %9.1f %9.1f  %9.1f %5.0f%%  %9.1f %5.0f%%\n",
+                        s.name.c_str(), (long long)s.M, (long long)s.N, (long long)s.K, one.cpu_gflops,
                         100 * one.cpu_gflops / peak.fp32_core, many.cpu_gflops, many.wall_gflops, b16.cpu_gflops,
-                        peak.bf16_core > 0 ? 100 * b16.cpu_gflops / peak.bf16_core : 0.0);
+                        peak.bf16_core > 0 ? 100 * b16.cpu_gflops / peak.bf16_core : 0.0, h16.cpu_gflops,
+                        peak.fp16_core > 0 ? 100 * h16.cpu_gflops / peak.fp16_core : 0.0);
     }
     set_bf16_kernel(prev_kernel);
     if (o.json) {
@@ -149,12 +173,13 @@ int run_gemm(const BenchOptions& o) {
                          {"threads", threads},
                          {"fp32_peak_gflops_per_core", peak.fp32_core},
                          {"bf16_peak_gflops_per_core", peak.bf16_core},
+                         {"fp16_peak_gflops_per_core", peak.fp16_core},
                          {"gemm", rows}};
         std::cout << j.dump() << "\n";
     } else {
         std::printf("GFLOP per CPU-second (1t: the calling thread; %dt: the process, so per core), best of %d; "
-                    "peak: fraction of the one-core peak (fp32 %.1f, bf16 %.1f GFLOP/s)\n",
-                    threads, o.reps, peak.fp32_core, peak.bf16_core);
+                    "peak: fraction of the one-core peak (fp32 %.1f, bf16 %.1f, fp16 %.1f GFLOP/s)\n",
+                    threads, o.reps, peak.fp32_core, peak.bf16_core, peak.fp16_core);
     }
     return 0;
 }
@@ -253,10 +278,14 @@ std::function<int()> setup_bench(CLI::App& root) {
         const double gflops = step_flops / dt / 1e9;
         const int threads = get_num_threads();
         const double peak_gflops = peak.fp32_all / peak.threads * std::min(threads, cpu_info().hardware_threads);
-        // A bf16 run's arithmetic limit is the bf16 dot-product rate; fraction_of_peak stays against
-        // the fp32 one (the contract), so both fractions are given.
-        const double bf16_peak_gflops = peak.bf16_all / peak.threads * std::min(threads, cpu_info().hardware_threads);
+        // A bf16 run's arithmetic limit is the bf16 dot-product rate, or the fp16 FMA rate where
+        // the fp16 kernel runs; fraction_of_peak stays against the fp32 one (the contract),
+        // so the others are given besides.
+        const double used = std::min(threads, cpu_info().hardware_threads);
+        const double bf16_peak_gflops = peak.bf16_all / peak.threads * used;
         const double bf16_fraction = bf16_peak_gflops > 0 ? gflops / bf16_peak_gflops : 0.0;
+        const double fp16_peak_gflops = peak.fp16_all / peak.threads * used;
+        const double fp16_fraction = fp16_peak_gflops > 0 ? gflops / fp16_peak_gflops : 0.0;
         nlohmann::json j{{"peer", "convnext.cpp"},
                          {"model", o->model},
                          {"mode", o->mode},
@@ -275,6 +304,8 @@ std::function<int()> setup_bench(CLI::App& root) {
                          {"peak_gflops", peak_gflops},
                          {"bf16_peak_gflops", bf16_peak_gflops > 0 ? nlohmann::json(bf16_peak_gflops) : nlohmann::json()},
                          {"fraction_of_bf16_peak", bf16_peak_gflops > 0 ? nlohmann::json(bf16_fraction) : nlohmann::json()},
+                         {"fp16_peak_gflops", fp16_peak_gflops > 0 ? nlohmann::json(fp16_peak_gflops) : nlohmann::json()},
+                         {"fraction_of_fp16_peak", fp16_peak_gflops > 0 ? nlohmann::json(fp16_fraction) : nlohmann::json()},
                          {"peak_source", peak_cached ? "cache" : "measured"},
                          {"cpu", cpu_info().model_name},
                          {"gemm_backend", gemm_backend_name()},
@@ -282,8 +313,9 @@ std::function<int()> setup_bench(CLI::App& root) {
                          {"precision", precision_name(cnx::precision())},
                          {"bf16", cnx::precision() == Precision::BF16},
                          {"channels_last", true},
-                         {"gemm_kernels", path_name(calls.bf16, calls.fp32 + calls.openblas, "fp32")},
+                         {"gemm_kernels", gemm_kernels_name(calls)},
                          {"bf16_gemm_calls", calls.bf16},
+                         {"fp16_gemm_calls", calls.fp16},
                          {"fp32_gemm_calls", calls.fp32 + calls.openblas},
                          {"saved_activations", path_name(saved.bf16_tensors, saved.kept_tensors, "fp32")},
                          {"saved_mb_per_step", (saved.bf16_bytes + saved.kept_bytes) / 1048576.0 /
@@ -292,6 +324,8 @@ std::function<int()> setup_bench(CLI::App& root) {
         std::string bf16_share;
         if (calls.bf16 > 0 && bf16_peak_gflops > 0)
             bf16_share = ", " + std::to_string((int)std::lround(100 * bf16_fraction)) + "% of the bf16 limit";
+        else if (calls.fp16 > 0 && fp16_peak_gflops > 0)
+            bf16_share = ", " + std::to_string((int)std::lround(100 * fp16_fraction)) + "% of the fp16 limit";
         if (o->json)
             std::cout << j.dump() << "\n";
         else

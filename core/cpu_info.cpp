@@ -71,6 +71,9 @@ void read_x86(CpuInfo& ci) {
     ci.avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
                 __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
     ci.avx512_bf16 = ci.avx512 && __builtin_cpu_supports("avx512bf16");
+#if defined(__clang__) || __GNUC__ >= 12
+    ci.avx512_fp16 = ci.avx512 && __builtin_cpu_supports("avx512fp16");
+#endif
 }
 #endif
 
@@ -148,7 +151,8 @@ std::string CpuInfo::summary() const {
     std::ostringstream os;
     os << model_name << " (family " << family << " model " << model << "), " << hardware_threads
        << " threads, L1d " << l1d_bytes / 1024 << " KB, L2 " << l2_bytes / 1024 << " KB, L3 " << l3_bytes / 1024
-       << " KB, AVX-512 " << (avx512 ? "yes" : "no") << ", AVX512_BF16 " << (avx512_bf16 ? "yes" : "no");
+       << " KB, AVX-512 " << (avx512 ? "yes" : "no") << ", AVX512_BF16 " << (avx512_bf16 ? "yes" : "no")
+       << ", AVX512_FP16 " << (avx512_fp16 ? "yes" : "no");
     return os.str();
 }
 

@@ -19,6 +19,7 @@ struct CpuInfo {
     bool avx2_fma = false;   // AVX2 + FMA3
     bool avx512 = false;     // AVX-512 F/VL/BW/DQ, with the OS saving zmm state
     bool avx512_bf16 = false;
+    bool avx512_fp16 = false;  // half-precision arithmetic (vfmadd*ph): Intel Xeons since Sapphire Rapids
     // A file-name-safe key naming this CPU model and thread count (per-CPU caches of measurements).
     std::string key() const;
     // One line for reports: "AMD EPYC (family 25 model 17), 2 threads, L1d 32 KB, L2 1024 KB, ..."

@@ -1,8 +1,8 @@
 #pragma once
-// The machine's limits, measured: fp32 FMA and bf16 dot-product throughput (GFLOP/s) and memory
+// The machine's limits, measured: fp32 FMA, bf16 dot-product and fp16 FMA throughput (GFLOP/s) and memory
 // bandwidth (GB/s), for one core alone and for every hardware thread at once. Kernels and
 // benchmarks compare themselves with these figures (`convnext bench --peak`, `fraction_of_peak`),
-// and the GEMM uses bf16 dot products only where they measure faster than fp32 FMAs.
+// and the GEMM uses bf16 dot products or fp16 FMAs only where they measure faster than fp32 FMAs.
 //
 // Rates are work per CPU-second of each thread (CLOCK_THREAD_CPUTIME_ID), summed over threads
 // for the all-thread figures, so a machine shared with other jobs still gives the hardware's
@@ -15,6 +15,7 @@ namespace cnx {
 struct PeakRates {
     double fp32_core = 0, fp32_all = 0;  // FMA GFLOP/s: widest vectors the CPU has (2 FLOP per lane)
     double bf16_core = 0, bf16_all = 0;  // vdpbf16ps GFLOP/s (4 FLOP per 32-bit lane); 0 without AVX512_BF16
+    double fp16_core = 0, fp16_all = 0;  // vfmadd231ph GFLOP/s (2 FLOP per 16-bit lane); 0 without AVX512_FP16
     double mem_core = 0, mem_all = 0;    // triad a = b + s*c over buffers far larger than L3, GB/s
                                          // (STREAM's count: 12 bytes per element); 0 when not measured
     int threads = 1;                     // threads behind the *_all figures
@@ -25,7 +26,7 @@ struct PeakRates {
 // (~1 s, ~200 MB of buffers). threads <= 0: all hardware threads.
 PeakRates measure_peak(bool compute, bool memory, int threads = 0);
 
-// The compute figures of this CPU model (fp32 and bf16, one core and all), from the per-CPU cache
+// The compute figures of this CPU model (fp32, bf16 and fp16, one core and all), from the per-CPU cache
 // file in cache_dir() when present, otherwise measured once (~0.3 s) and written there. The
 // environment variable CNX_PEAK_CACHE=off skips the file (always measure, never write).
 // from_cache (optional) says which happened on the first call of this process.

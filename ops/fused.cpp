@@ -102,10 +102,10 @@ void mlp_backward(const T* g, const TU* u, const TH* h, const T* w1, const T* w2
         e.act_in_bf16 = h;
     else
         e.act_in = h;
-    // dh [M, 4C] is the largest temporary of the backward. Where the bf16 kernel runs, the two
-    // GEMMs that read it round it to bfloat16 anyway, so it is written in bfloat16 directly (half
-    // the bytes; db1 then sums the rounded values, as a bf16 autocast backward does); with the
-    // float32 kernels it stays float32 and the result is that of float32 GEMMs.
+    // dh [M, 4C] is the largest temporary of the backward. Where a 16-bit kernel runs (bf16 or
+    // fp16), the two GEMMs that read it round it anyway, so it is written in bfloat16 directly
+    // (half the bytes; db1 then sums the rounded values, as a bf16 autocast backward does); with
+    // the float32 kernels it stays float32 and the result is that of float32 GEMMs.
     auto rest = [&](const auto* dh) {
         if (r.db1.defined())
             column_sums<T>(1, M, H, r.db1.data<T>(), 1.0, [dh, H](int64_t, int64_t r0, int64_t r1, double* acc) {
@@ -115,7 +115,7 @@ void mlp_backward(const T* g, const TU* u, const TH* h, const T* w1, const T* w2
         if (r.du.defined()) gemm_stored<T>(false, false, M, C, H, dh, H, w1, C, r.du.data<T>(), C, GemmEpilogue<T>{});
     };
     if constexpr (std::is_same<T, float>::value) {
-        if (std::is_same<TH, BFloat16>::value && gemm_uses_bf16()) {
+        if (std::is_same<TH, BFloat16>::value && gemm_rounds_operands()) {
             Tensor dh_t = Tensor::empty({M, H}, DType::BF16);
             e.out_bf16 = dh_t.data<BFloat16>();
             e.ld_out_bf16 = H;

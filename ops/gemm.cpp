@@ -56,6 +56,7 @@ Bf16Kernel initial_bf16_kernel() {
     const std::string v = env ? env : "";
     if (v == "always") return Bf16Kernel::Always;
     if (v == "never") return Bf16Kernel::Never;
+    if (v == "fp16") return Bf16Kernel::Fp16;
     return Bf16Kernel::Auto;
 }
 
@@ -64,12 +65,19 @@ std::atomic<Bf16Kernel>& bf16_slot() {
     return k;
 }
 
-// The measured bf16 dot-product rate is at least 1.5x the fp32 FMA rate (one core). Measured (or
-// read from the per-CPU cache) on the first bf16-eligible GEMM only.
+// The measured bf16 dot-product (fp16 FMA) rate is at least 1.5x the fp32 FMA rate (one core).
+// Measured (or read from the per-CPU cache) on the first bf16-eligible GEMM only.
 bool bf16_pays() {
     static const bool pays = [] {
         const PeakRates p = compute_peak();
         return p.bf16_core >= 1.5 * p.fp32_core;
+    }();
+    return pays;
+}
+bool fp16_pays() {
+    static const bool pays = [] {
+        const PeakRates p = compute_peak();
+        return p.fp16_core >= 1.5 * p.fp32_core;
     }();
     return pays;
 }
@@ -143,7 +151,7 @@ std::vector<float> widen_copy(const BFloat16* src, int64_t rows, int64_t cols, i
     return out;
 }
 
-std::atomic<int64_t> g_calls_bf16{0}, g_calls_fp32{0}, g_calls_openblas{0};
+std::atomic<int64_t> g_calls_bf16{0}, g_calls_fp16{0}, g_calls_fp32{0}, g_calls_openblas{0};
 
 // GELU of every element of a matrix (stored rows x cols with stride ldb), into a dense copy.
 template <class T>
@@ -172,13 +180,36 @@ MatmulPrecision matmul_precision() { return t_precision; }
 void set_bf16_kernel(Bf16Kernel k) { bf16_slot() = k; }
 Bf16Kernel bf16_kernel() { return bf16_slot(); }
 bool gemm_bf16_supported() { return kernels::sbgemm_avx512_available(); }
-bool gemm_uses_bf16() {
-    if (t_precision != MatmulPrecision::BFloat16 || gemm_backend() != GemmBackend::Avx512) return false;
-    const Bf16Kernel k = bf16_slot();
-    if (k == Bf16Kernel::Never || !kernels::sbgemm_avx512_available()) return false;
-    return k == Bf16Kernel::Always || bf16_pays();
+bool gemm_fp16_supported() { return kernels::hgemm_avx512_available(); }
+
+namespace {
+enum class SixteenBit { None, Bf16Dot, Fp16Fma };
+SixteenBit sixteen_bit_kernel() {
+    if (t_precision != MatmulPrecision::BFloat16 || gemm_backend() != GemmBackend::Avx512) return SixteenBit::None;
+    const bool bf16 = kernels::sbgemm_avx512_available(), fp16 = kernels::hgemm_avx512_available();
+    switch (bf16_slot().load()) {
+        case Bf16Kernel::Never: return SixteenBit::None;
+        case Bf16Kernel::Always: return bf16 ? SixteenBit::Bf16Dot : SixteenBit::None;
+        case Bf16Kernel::Fp16: return fp16 ? SixteenBit::Fp16Fma : SixteenBit::None;
+        case Bf16Kernel::Auto: break;
+    }
+    if (bf16 && bf16_pays()) return SixteenBit::Bf16Dot;
+    if (fp16 && fp16_pays()) return SixteenBit::Fp16Fma;
+    return SixteenBit::None;
 }
-const char* gemm_precision_name() { return gemm_uses_bf16() ? "bf16" : "fp32"; }
+}  // namespace
+
+bool gemm_uses_bf16() { return sixteen_bit_kernel() == SixteenBit::Bf16Dot; }
+bool gemm_uses_fp16() { return sixteen_bit_kernel() == SixteenBit::Fp16Fma; }
+bool gemm_rounds_operands() { return sixteen_bit_kernel() != SixteenBit::None; }
+const char* gemm_precision_name() {
+    switch (sixteen_bit_kernel()) {
+        case SixteenBit::Bf16Dot: return "bf16";
+        case SixteenBit::Fp16Fma: return "fp16";
+        case SixteenBit::None: break;
+    }
+    return "fp32";
+}
 
 void set_gemm_blocking(GemmBlocking b) {
     CNX_CHECK(b.kc >= 0 && b.nc >= 0, "set_gemm_blocking: kc=", b.kc, " and nc=", b.nc, " must not be negative");
@@ -210,10 +241,16 @@ void gemm_float(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, 
     check_dims(M, N, K, lda, ldb, ldc);
     if (gemm_backend() == GemmBackend::Avx512) {
         const kernels::KernelOperands ab{A, lda, a16, B, ldb, b16};
-        if (gemm_uses_bf16()) {
-            g_calls_bf16.fetch_add(1, std::memory_order_relaxed);
-            return kernels::sbgemm_avx512(ta, tb, M, N, K, alpha, ab, beta, C, ldc, ep, gelu_a, gelu_b,
-                                          blocking_now());
+        switch (sixteen_bit_kernel()) {
+            case SixteenBit::Bf16Dot:
+                g_calls_bf16.fetch_add(1, std::memory_order_relaxed);
+                return kernels::sbgemm_avx512(ta, tb, M, N, K, alpha, ab, beta, C, ldc, ep, gelu_a, gelu_b,
+                                              blocking_now());
+            case SixteenBit::Fp16Fma:
+                g_calls_fp16.fetch_add(1, std::memory_order_relaxed);
+                return kernels::hgemm_avx512(ta, tb, M, N, K, alpha, ab, beta, C, ldc, ep, gelu_a, gelu_b,
+                                             blocking_now());
+            case SixteenBit::None: break;
         }
         g_calls_fp32.fetch_add(1, std::memory_order_relaxed);
         return kernels::sgemm_avx512(ta, tb, M, N, K, alpha, ab, beta, C, ldc, ep, gelu_a, gelu_b, blocking_now());
@@ -304,10 +341,11 @@ template void gemm_mixed<BFloat16, BFloat16>(bool, bool, int64_t, int64_t, int64
 
 GemmCallCounts gemm_call_counts() {
     GemmCallCounts c;
-    c.bf16 = g_calls_bf16.load(), c.fp32 = g_calls_fp32.load(), c.openblas = g_calls_openblas.load();
+    c.bf16 = g_calls_bf16.load(), c.fp16 = g_calls_fp16.load(), c.fp32 = g_calls_fp32.load();
+    c.openblas = g_calls_openblas.load();
     return c;
 }
-void reset_gemm_call_counts() { g_calls_bf16 = 0, g_calls_fp32 = 0, g_calls_openblas = 0; }
+void reset_gemm_call_counts() { g_calls_bf16 = 0, g_calls_fp16 = 0, g_calls_fp32 = 0, g_calls_openblas = 0; }
 
 template <class T>
 void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B, int64_t ldb,

@@ -118,24 +118,34 @@ struct MatmulPrecisionGuard {  // scoped set_matmul_precision
     MatmulPrecision prev;
 };
 
-// When BFloat16 precision runs the bf16 kernel (AVX512_BF16 vdpbf16ps):
-//   Auto:   where the CPU has AVX512_BF16 and its measured bf16 dot-product rate is >= 1.5x its
-//           float32 FMA rate (compute_peak(), core/cpu_peak.h: cached per CPU model) -- on some
-//           Intel Xeons it is half, and float32 is both faster and exact;
-//   Always: wherever the CPU has AVX512_BF16 (tests and benchmarks of the kernel itself);
-//   Never:  as if the CPU lacked AVX512_BF16: the float32 kernels, float32 results.
-// The initial mode comes from the environment: CNX_BF16=auto|always|never (default auto).
-enum class Bf16Kernel { Auto, Always, Never };
+// When BFloat16 precision runs a 16-bit kernel, and which:
+//   the bf16 kernel (AVX512_BF16 vdpbf16ps, ops/gemm_bf16.cpp): where the CPU has AVX512_BF16 and
+//           its measured bf16 dot-product rate is >= 1.5x its float32 FMA rate (compute_peak(),
+//           core/cpu_peak.h: cached per CPU model) -- on some Intel Xeons it is half;
+//   else the fp16 kernel (AVX512_FP16 vfmadd231ph, ops/gemm_fp16.cpp): where the CPU has
+//           AVX512_FP16 and its measured fp16 FMA rate is >= 1.5x the float32 one (those same
+//           Xeons: 2x). Operands are scaled by powers of two and rounded to fp16 (11 significant
+//           bits, more than bfloat16's 8), products summed 32 at a time in fp16, then in float32:
+//           errors below the bf16 kernel's on ConvNeXt's shapes;
+//   else the float32 kernels, and float32 results.
+// Bf16Kernel chooses: Auto as above; Always: the bf16 kernel wherever the CPU has AVX512_BF16;
+// Fp16: the fp16 kernel wherever the CPU has AVX512_FP16 (both for tests and benchmarks of the
+// kernels themselves); Never: neither (as if the CPU lacked both: float32 kernels and results).
+// The initial mode comes from the environment: CNX_BF16=auto|always|fp16|never (default auto).
+enum class Bf16Kernel { Auto, Always, Never, Fp16 };
 void set_bf16_kernel(Bf16Kernel k);
 Bf16Kernel bf16_kernel();
 bool gemm_bf16_supported();  // the CPU and the build can run the bf16 kernel (ignoring Never)
+bool gemm_fp16_supported();  // ... the fp16 kernel
 bool gemm_uses_bf16();       // would a float GEMM called on this thread now run the bf16 kernel
-const char* gemm_precision_name();  // "bf16" or "fp32": what float GEMMs on this thread run now
+bool gemm_uses_fp16();       // ... the fp16 kernel
+bool gemm_rounds_operands();  // either: float GEMMs on this thread now round op(A), op(B) to 16 bits
+const char* gemm_precision_name();  // "bf16", "fp16" or "fp32": what float GEMMs on this thread run now
 
 // Float GEMM calls by the kernel that ran them, over all threads since the last reset: what a
 // benchmark reports as the path taken.
 struct GemmCallCounts {
-    int64_t bf16 = 0, fp32 = 0, openblas = 0;
+    int64_t bf16 = 0, fp16 = 0, fp32 = 0, openblas = 0;
 };
 GemmCallCounts gemm_call_counts();
 void reset_gemm_call_counts();

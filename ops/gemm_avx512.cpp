@@ -145,46 +145,13 @@ inline bool a_rows_alias(int64_t lda) { return lda % 256 == 0; }
 struct Fp32Kernels {
     using P = float;
     static constexpr int KU = 1;
+    static constexpr int kScaleRows = 0;
+    static constexpr int kLayout = 1;
 
     static int64_t a_buffer_size(int64_t kc) { return std::max<int64_t>(MR * a_copy_ld(kc), kc * MR + 16); }
 
-    // One NR-wide panel of op(B) rows [pc, pc+kc), columns [j, j+nr): dst[k][jj], zero for jj >= nr.
-    // S: how B is stored (float, or bfloat16 widened as it is read).
-    template <class S>
-    static void pack_b_from(const GemmArgs& g, const S* B, int64_t pc, int64_t kc, int64_t j, int nr, float* dst) {
-        if (!g.tb) {  // op(B)(k, j) = B[k * ldb + j]: one contiguous run of nr per k
-            const S* src = B + pc * g.ldb + j;
-            float* d = dst;
-            const __mmask16 m0 = lanes(nr), m1 = lanes(nr - 16);
-            for (int64_t k = 0; k < kc; ++k, src += g.ldb, d += NR) {
-                _mm512_store_ps(d, load16(src, m0));
-                _mm512_store_ps(d + 16, m1 ? load16(src + 16, m1) : _mm512_setzero_ps());
-            }
-        } else {
-            // op(B)(k, j) = B[j * ldb + k] (the weight of x·W^T): 16 columns x 16 depths at a
-            // time, transposed in registers; the depth tail and absent columns element by element.
-            const int64_t kc16 = kc / 16 * 16;
-            for (int h = 0; h < 2; ++h) {
-                const int j0 = 16 * h;
-                if (nr < j0 + 16) continue;
-                const S* src = B + (j + j0) * g.ldb + pc;
-                for (int64_t k = 0; k < kc16; k += 16) {
-                    __m512 r[16];
-                    for (int i = 0; i < 16; ++i) r[i] = load16(src + i * g.ldb + k, 0xFFFF);
-                    transpose16(r);
-                    for (int i = 0; i < 16; ++i) _mm512_store_ps(dst + (k + i) * NR + j0, r[i]);
-                }
-            }
-            for (int jj = 0; jj < NR; ++jj) {
-                const bool vec_done = jj < (nr / 16) * 16;
-                const S* src = B + (j + jj) * g.ldb + pc;
-                for (int64_t k = vec_done ? kc16 : 0; k < kc; ++k) dst[k * NR + jj] = jj < nr ? widen(src[k]) : 0.0f;
-            }
-        }
-        if (g.gelu_b) gelu_inplace(dst, kc * NR);
-    }
     static void pack_b(const GemmArgs& g, int64_t pc, int64_t kc, int64_t j, int nr, float* dst) {
-        with_b(g, [&](auto* B) { pack_b_from(g, B, pc, kc, j, nr, dst); });
+        with_b(g, [&](auto* B) { pack_b_f32(g, B, pc, kc, j, nr, dst); });
     }
 
     // Rows [i0, i0+mr) of op(A), depth [pc, pc+kc): in place, or copied (zero-padded to MR rows,
@@ -244,9 +211,7 @@ struct Fp32Kernels {
 void sgemm_avx512(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const KernelOperands& ab, float beta,
                   float* C, int64_t ldc, const GemmEpilogue<float>& ep, bool gelu_a, bool gelu_b,
                   const GemmBlocking& bl) {
-    GemmArgs g{ta, tb, M, N, K, alpha, ab.A, ab.lda, ab.B, ab.ldb, beta, C, ldc, &ep, gelu_a, gelu_b};
-    g.a_bf16 = ab.a_bf16, g.b_bf16 = ab.b_bf16;
-    gemm_blocked<Fp32Kernels>(g, bl.kc, bl.nc);
+    gemm_blocked<Fp32Kernels>(kernel_args(ta, tb, M, N, K, alpha, ab, beta, C, ldc, ep, gelu_a, gelu_b), bl.kc, bl.nc);
 }
 
 #pragma GCC pop_options

@@ -135,6 +135,8 @@ __attribute__((noinline)) void micro_kernel_bf16(int64_t kcu, const uint32_t* a,
 struct Bf16Kernels {
     using P = uint32_t;
     static constexpr int KU = 2;
+    static constexpr int kScaleRows = 0;
+    static constexpr int kLayout = 2;
 
     static int64_t a_buffer_size(int64_t kc) { return (kc + 31) / 32 * 16 * MR + 16; }
 
@@ -217,9 +219,7 @@ struct Bf16Kernels {
 void sbgemm_avx512(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const KernelOperands& ab,
                    float beta, float* C, int64_t ldc, const GemmEpilogue<float>& ep, bool gelu_a, bool gelu_b,
                    const GemmBlocking& bl) {
-    GemmArgs g{ta, tb, M, N, K, alpha, ab.A, ab.lda, ab.B, ab.ldb, beta, C, ldc, &ep, gelu_a, gelu_b};
-    g.a_bf16 = ab.a_bf16, g.b_bf16 = ab.b_bf16;
-    gemm_blocked<Bf16Kernels>(g, 2 * bl.kc, bl.nc);
+    gemm_blocked<Bf16Kernels>(kernel_args(ta, tb, M, N, K, alpha, ab, beta, C, ldc, ep, gelu_a, gelu_b), 2 * bl.kc, bl.nc);
 }
 
 #pragma GCC pop_options

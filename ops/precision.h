@@ -7,10 +7,12 @@
 //   loss.backward();                     // parameters, gradients and optimiser state stay float32
 //
 // Under Precision::BF16:
-//   - float GEMMs (linear, the 1x1 and patchify convs, the fused MLPs) run the bf16 dot-product
-//     kernel (bf16 operands, float32 accumulation) where it pays -- where the CPU's measured bf16
-//     rate is at least 1.5x its float32 FMA rate (MatmulPrecision::BFloat16 and Bf16Kernel in
-//     ops/gemm.h) -- and the float32 kernels elsewhere;
+//   - float GEMMs (linear, the 1x1 and patchify convs, the fused MLPs) run a 16-bit kernel where
+//     it pays: the bf16 dot-product kernel (bf16 operands, float32 accumulation) where the CPU's
+//     measured bf16 rate is at least 1.5x its float32 FMA rate, else the fp16 FMA kernel (scaled
+//     fp16 operands, short fp16 sums, float32 beyond: errors below bf16 rounding's) where its
+//     fp16 rate is (MatmulPrecision::BFloat16 and Bf16Kernel in ops/gemm.h); the float32 kernels
+//     elsewhere;
 //   - activations that ops keep for backward are stored in bfloat16 (save_for_backward,
 //     ops/saved.h): half the memory, half the traffic of reading them back;
 //   - everything else is float32: weights and their gradients, the tensors flowing between ops,

@@ -61,13 +61,14 @@ struct StateGuard {
 
 Tensor rounded(const Tensor& t) { return t.to(DType::BF16).to(DType::F32); }
 
-// Runs body(k) with the float32 kernels forced (the fallback of a CPU without a fast bf16 dot
-// product) and, where the CPU has one, with the bf16 kernel forced.
+// Runs body(k) with the float32 kernels forced (the fallback of a CPU without a fast 16-bit
+// kernel) and, where the CPU has them, with the bf16 kernel and with the fp16 kernel forced.
 template <class F>
 void for_each_bf16_kernel(F&& body) {
-    for (Bf16Kernel k : {Bf16Kernel::Never, Bf16Kernel::Always}) {
+    for (Bf16Kernel k : {Bf16Kernel::Never, Bf16Kernel::Always, Bf16Kernel::Fp16}) {
         if (k == Bf16Kernel::Always && !gemm_bf16_supported()) continue;
-        INFO((k == Bf16Kernel::Never ? "fallback: float32 kernels" : "bf16 kernel"));
+        if (k == Bf16Kernel::Fp16 && !gemm_fp16_supported()) continue;
+        INFO((k == Bf16Kernel::Never ? "fallback: float32 kernels" : k == Bf16Kernel::Always ? "bf16 kernel" : "fp16 kernel"));
         set_bf16_kernel(k);
         body(k);
     }
@@ -415,10 +416,13 @@ TEST_CASE("bf16: the bf16 kernel runs only where it pays, and counts its calls",
     one();
     n = gemm_call_counts();
     const PeakRates peak = compute_peak();
-    const bool pays = gemm_bf16_supported() && gemm_backend() == GemmBackend::Avx512 &&
-                      peak.bf16_core >= 1.5 * peak.fp32_core;
+    const bool avx512 = gemm_backend() == GemmBackend::Avx512;
+    const bool pays = avx512 && gemm_bf16_supported() && peak.bf16_core >= 1.5 * peak.fp32_core;
+    // Where bf16 dot products do not pay, fp16 FMAs may (tests/test_gemm_fp16.cpp).
+    const bool fp16 = avx512 && !pays && gemm_fp16_supported() && peak.fp16_core >= 1.5 * peak.fp32_core;
     REQUIRE(n.bf16 == (pays ? 1 : 0));
-    REQUIRE(std::string(gemm_precision_name()) == (pays ? "bf16" : "fp32"));
+    REQUIRE(n.fp16 == (fp16 ? 1 : 0));
+    REQUIRE(std::string(gemm_precision_name()) == (pays ? "bf16" : fp16 ? "fp16" : "fp32"));
 }
 
 // ---- ops under bf16 storage ----------------------------------------------------------------------
@@ -733,6 +737,7 @@ TEST_CASE("bf16: a training step of a small ConvNeXt stays within bfloat16 error
         REQUIRE(saved_stats().bf16_tensors > 0);
         REQUIRE(saved_stats().kept_tensors == 0);  // every activation was saved in bfloat16
         REQUIRE((gemm_call_counts().bf16 > 0) == (k == Bf16Kernel::Always && gemm_backend() == GemmBackend::Avx512));
+        REQUIRE((gemm_call_counts().fp16 > 0) == (k == Bf16Kernel::Fp16 && gemm_backend() == GemmBackend::Avx512));
         CHECK(std::fabs(got.loss - ref.loss) < 1e-2 * std::fabs(ref.loss));
         CHECK(rel_l2(got.grads, ref.grads) < 5e-2);
         // one AdamW step of lr 1e-3 moves each weight by about lr * sign(grad): a gradient near 0
@@ -777,10 +782,13 @@ TEST_CASE("bf16 CLI: bench --precision says which path ran", "[bf16][cli]") {
     CHECK(j.at("saved_activations") == "bf16");
     CHECK(j.at("saved_mb_per_step").get<double>() == Approx(saved_fp32 / 2).epsilon(0.02));
     const PeakRates peak = compute_peak();
-    const bool pays = gemm_bf16_supported() && gemm_avx512_supported() && peak.bf16_core >= 1.5 * peak.fp32_core &&
-                      std::getenv("CNX_GEMM") == nullptr;
-    CHECK(j.at("gemm_kernels") == (pays ? "bf16" : "fp32"));
-    CHECK(j.at("matmul_precision") == (pays ? "bf16" : "fp32"));
+    const bool avx512 = gemm_avx512_supported() && std::getenv("CNX_GEMM") == nullptr;
+    const bool pays = avx512 && gemm_bf16_supported() && peak.bf16_core >= 1.5 * peak.fp32_core;
+    const bool fp16 = avx512 && !pays && gemm_fp16_supported() && peak.fp16_core >= 1.5 * peak.fp32_core;
+    const char* kernel = pays ? "bf16" : fp16 ? "fp16" : "fp32";
+    CHECK(j.at("gemm_kernels") == kernel);
+    CHECK(j.at("matmul_precision") == kernel);
+    CHECK((j.at("fp16_gemm_calls").get<int64_t>() > 0) == fp16);
 
     auto never = cli_test::shell(std::string("CNX_BF16=never ") + CONVNEXT_CLI + args + "bf16", false);
     REQUIRE(never.code == 0);

@@ -20,91 +20,11 @@
 #include "ops/kernels/gelu_math.h"
 #include "ops/ops.h"
 #include "ops/parallel.h"
+#include "gemm_problem.h"
 
 using namespace cnx;
+using namespace cnx::test;
 
-namespace {
-
-struct BackendGuard {
-    GemmBackend prev = gemm_backend();
-    ~BackendGuard() { set_gemm_backend(prev); }
-};
-
-struct ThreadsGuard {
-    int prev = get_num_threads();
-    ~ThreadsGuard() { set_num_threads(prev); }
-};
-
-// Restores the blocking, the bf16 kernel mode and this thread's precision.
-struct GemmStateGuard {
-    GemmBlocking blocking = gemm_blocking();
-    Bf16Kernel bf16 = bf16_kernel();
-    MatmulPrecision precision = matmul_precision();
-    ~GemmStateGuard() {
-        set_gemm_blocking(GemmBlocking{});
-        set_bf16_kernel(bf16);
-        set_matmul_precision(precision);
-    }
-};
-
-// float -> bfloat16 -> float, rounding to nearest even (what vcvtne2ps2bf16 does to normal numbers).
-float round_bf16(float x) {
-    uint32_t u;
-    std::memcpy(&u, &x, 4);
-    u = (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
-    float y;
-    std::memcpy(&y, &u, 4);
-    return y;
-}
-
-std::vector<float> random_floats(int64_t n, uint64_t seed) {
-    Generator g(seed);
-    std::vector<float> v(n);
-    for (auto& x : v) x = (float)(g.uniform() * 2 - 1);
-    return v;
-}
-
-struct Problem {
-    bool ta, tb;
-    int64_t M, N, K, lda, ldb, ldc;
-    float alpha, beta;
-    std::vector<float> A, B, C0;
-    Problem(bool ta_, bool tb_, int64_t M_, int64_t N_, int64_t K_, int64_t pad, float alpha_, float beta_,
-            uint64_t seed)
-        : ta(ta_), tb(tb_), M(M_), N(N_), K(K_), alpha(alpha_), beta(beta_) {
-        lda = (ta ? M : K) + pad, ldb = (tb ? K : N) + pad, ldc = N + pad;
-        A = random_floats((ta ? K : M) * lda, seed);
-        B = random_floats((tb ? N : K) * ldb, seed + 1);
-        C0 = random_floats(M * ldc, seed + 2);
-    }
-    double a(int64_t i, int64_t k) const { return ta ? A[k * lda + i] : A[i * lda + k]; }
-    double b(int64_t k, int64_t j) const { return tb ? B[j * ldb + k] : B[k * ldb + j]; }
-    std::vector<float> run(GemmBackend be, const GemmEpilogue<float>& ep = {}, bool ga = false, bool gb = false) const {
-        set_gemm_backend(be);
-        std::vector<float> C = C0;
-        gemm_ex<float>(ta, tb, M, N, K, alpha, A.data(), lda, B.data(), ldb, beta, C.data(), ldc, ep, ga, gb);
-        return C;
-    }
-};
-
-// max |x - y| over the M x N block, relative to the scale of the products (sum_k |a||b| ~ K/3).
-double max_err(const Problem& p, const std::vector<float>& x, const std::vector<float>& y) {
-    double worst = 0;
-    for (int64_t i = 0; i < p.M; ++i)
-        for (int64_t j = 0; j < p.N; ++j)
-            worst = std::max(worst, std::fabs((double)x[i * p.ldc + j] - (double)y[i * p.ldc + j]));
-    return worst / std::max<double>(1.0, p.K / 3.0);
-}
-
-// The padding columns (between N and ldc) are never written.
-bool padding_untouched(const Problem& p, const std::vector<float>& C) {
-    for (int64_t i = 0; i < p.M; ++i)
-        for (int64_t j = p.N; j < p.ldc; ++j)
-            if (C[i * p.ldc + j] != p.C0[i * p.ldc + j]) return false;
-    return true;
-}
-
-}  // namespace
 
 TEST_CASE("gemm: AVX-512 kernels match OpenBLAS on every transpose and edge", "[gemm]") {
     if (!gemm_avx512_supported()) {
@@ -260,31 +180,6 @@ TEST_CASE("gemm: AVX-512 results (fp32 and bf16) do not depend on the thread cou
     }
 }
 
-namespace {
-
-// alpha * op(A) op(B) + beta * C0 in double, with the operands (after GELU when asked) rounded to
-// bfloat16 first when bf16: what the bf16 kernel computes, but for its float32 accumulation.
-std::vector<float> reference(const Problem& p, bool bf16, bool ga = false, bool gb = false) {
-    auto op = [&](double v, bool g) {
-        const float f = g ? gelu_math::gelu((float)v) : (float)v;
-        return (double)(bf16 ? round_bf16(f) : f);
-    };
-    std::vector<double> a(p.M * p.K), b(p.K * p.N);
-    for (int64_t i = 0; i < p.M; ++i)
-        for (int64_t k = 0; k < p.K; ++k) a[i * p.K + k] = op(p.a(i, k), ga);
-    for (int64_t k = 0; k < p.K; ++k)
-        for (int64_t j = 0; j < p.N; ++j) b[k * p.N + j] = op(p.b(k, j), gb);
-    std::vector<float> C = p.C0;
-    for (int64_t i = 0; i < p.M; ++i)
-        for (int64_t j = 0; j < p.N; ++j) {
-            double s = 0;
-            for (int64_t k = 0; k < p.K; ++k) s += a[i * p.K + k] * b[k * p.N + j];
-            C[i * p.ldc + j] = (float)(p.alpha * s + (p.beta == 0 ? 0.0 : p.beta * (double)p.C0[i * p.ldc + j]));
-        }
-    return C;
-}
-
-}  // namespace
 
 TEST_CASE("gemm: deep products in depth chunks keep epilogues and GELU operands, either orientation", "[gemm]") {
     if (!gemm_avx512_supported()) return;
@@ -323,35 +218,22 @@ TEST_CASE("gemm bf16: the exact product of the rounded operands on every transpo
     BackendGuard bg;
     GemmStateGuard sg;
     set_bf16_kernel(Bf16Kernel::Always);
-    struct S {
-        int64_t M, N, K, pad;
-    };
     // Odd depths (a zero-padded last pair), depth tails of the 32-wide conversion, partial panels.
-    const std::vector<S> shapes = {{1, 1, 1, 0},    {13, 31, 7, 0},   {14, 32, 16, 0},   {15, 33, 17, 3},
-                                   {29, 47, 257, 0}, {57, 96, 384, 5}, {100, 160, 45, 0}, {9, 70, 33, 2},
-                                   {3, 7, 601, 0},   {31, 70, 256, 0}};
-    uint64_t seed = 500;
-    for (GemmBlocking blk : {GemmBlocking{}, GemmBlocking{48, 64}})
-        for (const S& s : shapes)
-            for (int t = 0; t < 4; ++t) {
-                const bool ta = t & 1, tb = t & 2;
-                for (auto ab : {std::pair<float, float>{1.0f, 0.0f}, {-2.0f, 0.25f}}) {
-                    Problem p(ta, tb, s.M, s.N, s.K, s.pad, ab.first, ab.second, seed++);
-                    set_gemm_blocking(blk);
-                    set_matmul_precision(MatmulPrecision::BFloat16);
-                    REQUIRE(gemm_uses_bf16());
-                    REQUIRE(std::string(gemm_precision_name()) == "bf16");
-                    const auto got = p.run(GemmBackend::Avx512);
-                    set_matmul_precision(MatmulPrecision::Float32);
-                    INFO("M=" << s.M << " N=" << s.N << " K=" << s.K << " ta=" << ta << " tb=" << tb << " alpha="
-                              << ab.first << " beta=" << ab.second << " kc=" << gemm_blocking().kc);
-                    REQUIRE(max_err(p, got, reference(p, true)) < 1e-5);
-                    // Each product is off by at most ~2^-8 of |a||b| (two roundings of 2^-9).
-                    REQUIRE(max_err(p, got, reference(p, false)) < 1e-2);
-                    REQUIRE(max_err(p, got, reference(p, false)) > 0);  // it did round
-                    REQUIRE(padding_untouched(p, got));
-                }
-            }
+    const std::vector<EdgeShape> shapes = {{1, 1, 1, 0},    {13, 31, 7, 0},   {14, 32, 16, 0},   {15, 33, 17, 3},
+                                           {29, 47, 257, 0}, {57, 96, 384, 5}, {100, 160, 45, 0}, {9, 70, 33, 2},
+                                           {3, 7, 601, 0},   {31, 70, 256, 0}};
+    for_each_edge_problem(shapes, 500, [](const Problem& p) {
+        set_matmul_precision(MatmulPrecision::BFloat16);
+        REQUIRE(gemm_uses_bf16());
+        REQUIRE(std::string(gemm_precision_name()) == "bf16");
+        const auto got = p.run(GemmBackend::Avx512);
+        set_matmul_precision(MatmulPrecision::Float32);
+        REQUIRE(max_err(p, got, reference(p, true)) < 1e-5);
+        // Each product is off by at most ~2^-8 of |a||b| (two roundings of 2^-9).
+        REQUIRE(max_err(p, got, reference(p, false)) < 1e-2);
+        REQUIRE(max_err(p, got, reference(p, false)) > 0);  // it did round
+        REQUIRE(padding_untouched(p, got));
+    });
 }
 
 TEST_CASE("gemm bf16: epilogues and GELU operands", "[gemm][bf16]") {

@@ -379,6 +379,15 @@ struct GemmArgs {
     const char* b_at(int64_t row, int64_t col) const { return (const char*)B + (row * ldb + col) * b_bytes(); }
 };
 
+// The driver's view of a kernel entry's arguments (sgemm_avx512, sbgemm_avx512, hgemm_avx512).
+inline GemmArgs kernel_args(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const KernelOperands& ab,
+                            float beta, float* C, int64_t ldc, const GemmEpilogue<float>& ep, bool gelu_a,
+                            bool gelu_b) {
+    GemmArgs g{ta, tb, M, N, K, alpha, ab.A, ab.lda, ab.B, ab.ldb, beta, C, ldc, &ep, gelu_a, gelu_b};
+    g.a_bf16 = ab.a_bf16, g.b_bf16 = ab.b_bf16;
+    return g;
+}
+
 // Runs fn(p) with p an operand (g.A or g.B) typed as it is stored: float or BFloat16.
 template <class F>
 inline void with_stored(const void* p, bool bf16, F&& fn) {
@@ -394,6 +403,43 @@ inline void with_a(const GemmArgs& g, F&& fn) {
 template <class F>
 inline void with_b(const GemmArgs& g, F&& fn) {
     with_stored(g.B, g.b_bf16, fn);
+}
+
+// One NR-wide panel of op(B) rows [pc, pc+kc), columns [j, j+nr), in float32: dst[k][jj], zero for
+// jj >= nr, through GELU when gelu_b. S: how B is stored (float, or bfloat16 widened as it is read).
+// The float32 kernel's packed panel, and the fp16 kernel's staging before it rounds.
+template <class S>
+void pack_b_f32(const GemmArgs& g, const S* B, int64_t pc, int64_t kc, int64_t j, int nr, float* dst) {
+    if (!g.tb) {  // op(B)(k, j) = B[k * ldb + j]: one contiguous run of nr per k
+        const S* src = B + pc * g.ldb + j;
+        float* d = dst;
+        const __mmask16 m0 = lanes(nr), m1 = lanes(nr - 16);
+        for (int64_t k = 0; k < kc; ++k, src += g.ldb, d += NR) {
+            _mm512_store_ps(d, load16(src, m0));
+            _mm512_store_ps(d + 16, m1 ? load16(src + 16, m1) : _mm512_setzero_ps());
+        }
+    } else {
+        // op(B)(k, j) = B[j * ldb + k] (the weight of x·W^T): 16 columns x 16 depths at a
+        // time, transposed in registers; the depth tail and absent columns element by element.
+        const int64_t kc16 = kc / 16 * 16;
+        for (int h = 0; h < 2; ++h) {
+            const int j0 = 16 * h;
+            if (nr < j0 + 16) continue;
+            const S* src = B + (j + j0) * g.ldb + pc;
+            for (int64_t k = 0; k < kc16; k += 16) {
+                __m512 r[16];
+                for (int i = 0; i < 16; ++i) r[i] = load16(src + i * g.ldb + k, 0xFFFF);
+                transpose16(r);
+                for (int i = 0; i < 16; ++i) _mm512_store_ps(dst + (k + i) * NR + j0, r[i]);
+            }
+        }
+        for (int jj = 0; jj < NR; ++jj) {
+            const bool vec_done = jj < (nr / 16) * 16;
+            const S* src = B + (j + jj) * g.ldb + pc;
+            for (int64_t k = vec_done ? kc16 : 0; k < kc; ++k) dst[k * NR + jj] = jj < nr ? widen(src[k]) : 0.0f;
+        }
+    }
+    if (g.gelu_b) gelu_inplace(dst, kc * NR);
 }
 
 // Per-thread state of the driver: packing buffers, and which B block is packed in bbuf (call id,
@@ -414,6 +460,9 @@ struct ThreadScratch {
 //   KT::b_in_place(g)          full panels of op(B) are read from B itself (P = float only)
 //   KT::kernel(ap, kcu, bp, ldb, tile, hints)  tile[MR][NR] = op(A) op(B), B panel rows ldb apart,
 //                                              prefetching as hinted
+//   KT::kScaleRows             rows of NR elements a packed B panel carries after its kcu (the fp16
+//                              kernel's per-column scales; 0 for the others)
+//   KT::kLayout                names the packed panel format (PackedWeightsScope keys by it)
 // kc_max / nc_max: the depth block and packed column block (a multiple of NR) in elements.
 // Depth chunks of a deep product with a small output (the weight gradients of the first
 // stages: 96 x 384 summed over 25088 pixels), a function of the shape alone so that results never
@@ -523,6 +572,9 @@ void gemm_blocked(const GemmArgs& g, int64_t kc_max, int64_t nc_max, bool serial
     }
     const int64_t kc_blk = ((K + nkb - 1) / nkb + KU - 1) / KU * KU;
     const int64_t kcu_blk = kc_blk / KU;  // packed rows of a full depth block
+    // Rows of one packed B panel (with its scales, if any), for a depth block of kcu packed rows.
+    auto prows = [](int64_t kcu) { return kcu + KT::kScaleRows; };
+    const int64_t prow_blk = prows(kcu_blk);
     const int64_t n_rp = (M + MR - 1) / MR, n_cp = (N + NR - 1) / NR;
     const int64_t nc_panels = std::max<int64_t>(1, nc_max / NR);  // panels per packed block
 
@@ -534,14 +586,15 @@ void gemm_blocked(const GemmArgs& g, int64_t kc_max, int64_t nc_max, bool serial
 
     const bool b_in_place = KT::b_in_place(g);
     // Every panel of op(B), packed once into dst: depth block q's panels start at
-    // q * n_cp * kcu_blk * NR, panel p of it p * kcu further (panels read in place are skipped).
+    // q * n_cp * prow_blk * NR, panel p of it p * prows(kcu) further (panels read in place are
+    // skipped).
     auto pack_all_b = [&](P* dst) {
         auto pack = [&](int64_t q) {
             const int64_t pcb = q / n_cp, p = q % n_cp, pc = pcb * kc_blk;
             const int64_t kc = std::min(kc_blk, K - pc), kcu = (kc + KU - 1) / KU;
             if (!(b_in_place && p * NR + NR <= N))
                 KT::pack_b(g, pc, kc, p * NR, (int)std::min<int64_t>(NR, N - p * NR),
-                           dst + (pcb * n_cp * kcu_blk + p * kcu) * NR);
+                           dst + (pcb * n_cp * prow_blk + p * prows(kcu)) * NR);
         };
         if (K * N < (1 << 16))
             for (int64_t q = 0; q < nkb * n_cp; ++q) pack(q);
@@ -554,8 +607,8 @@ void gemm_blocked(const GemmArgs& g, int64_t kc_max, int64_t nc_max, bool serial
     if (!serial && !g.gelu_b) {
         const int64_t b_extent = g.tb ? (N - 1) * g.ldb + K : (K - 1) * g.ldb + N;
         if (packed_weights::covers(g.B, b_extent * g.b_bytes())) {
-            const packed_weights::Key key{g.B, g.ldb, K, N, kc_blk, g.tb, g.b_bf16, KU * 16 + (int)sizeof(P)};
-            shared_b = (P*)packed_weights::find_or_pack(key, nkb * n_cp * kcu_blk * NR * sizeof(P),
+            const packed_weights::Key key{g.B, g.ldb, K, N, kc_blk, g.tb, g.b_bf16, KT::kLayout};
+            shared_b = (P*)packed_weights::find_or_pack(key, nkb * n_cp * prow_blk * NR * sizeof(P),
                                                         [&](void* dst) { pack_all_b((P*)dst); });
         }
     }
@@ -563,14 +616,14 @@ void gemm_blocked(const GemmArgs& g, int64_t kc_max, int64_t nc_max, bool serial
     // start.
     if (!shared_b && un.n_ru > 1 && un.panels_per_unit == n_cp) {
         static thread_local AlignedBuffer<P> sbuf;
-        shared_b = sbuf.get(nkb * n_cp * kcu_blk * NR);
+        shared_b = sbuf.get(nkb * n_cp * prow_blk * NR);
         pack_all_b(shared_b);
     }
 
     auto unit = [&](int64_t u) {
         static thread_local ThreadScratch<P> ts;
         if (ts.call != call) ts.call = call, ts.p0 = ts.pc = -1;
-        P* bbuf = shared_b ? nullptr : ts.bbuf.get(kcu_blk * nc_panels * NR);
+        P* bbuf = shared_b ? nullptr : ts.bbuf.get(prow_blk * nc_panels * NR);
         P* abuf = ts.abuf.get(KT::a_buffer_size(kc_blk));
         alignas(64) float tile[MR * NR];
         KernelPrefetch pf;
@@ -592,8 +645,8 @@ void gemm_blocked(const GemmArgs& g, int64_t kc_max, int64_t nc_max, bool serial
                 // B panel p of depth block q (q0 <= q < q1): read in place (row stride ldb), or packed.
                 auto in_place = [&](int64_t p) { return b_in_place && p * NR + NR <= N; };
                 auto packed_panel = [&](int64_t q, int64_t p, int64_t kcu) -> P* {
-                    if (shared_b) return shared_b + (q * n_cp * kcu_blk + p * kcu) * NR;
-                    return bbuf + ((q - q0) * np * kcu_blk + (p - jp) * kcu) * NR;
+                    if (shared_b) return shared_b + (q * n_cp * prow_blk + p * prows(kcu)) * NR;
+                    return bbuf + ((q - q0) * np * prow_blk + (p - jp) * prows(kcu)) * NR;
                 };
                 if (!shared_b && (ts.p0 != jp || ts.pc != q0)) {
                     for (int64_t q = q0; q < q1; ++q) {
