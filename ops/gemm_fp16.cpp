@@ -180,25 +180,65 @@ struct Fp16Kernels {
         return std::max<int64_t>(MR * a_rows_ld(kcu) + 16, kcu * MR + 16 + 16);
     }
 
+    // NR-wide panel of op(B), depths [pc, pc+kc), columns [j, j+nr): the column scale exponents
+    // from a first pass over the source, then pairs scaled and rounded straight from it (float32
+    // B; at batch 1 the weights' packing was a quarter of ConvNeXt-T's inference time when it
+    // went through a float32 copy). GELU'd or bfloat16 B goes through the float32 packing of
+    // pack_b_f32 first.
     static void pack_b(const GemmArgs& g, int64_t pc, int64_t kc, int64_t j, int nr, uint32_t* dst) {
         const int64_t kcu = (kc + 1) / 2;
-        float* s = stage(2 * kcu * NR);
-        with_b(g, [&](auto* B) { pack_b_f32(g, B, pc, kc, j, nr, s); });  // GELU'd, zero past nr
-        if (kc % 2) std::fill(s + kc * NR, s + (kc + 1) * NR, 0.0f);
-        __m512 m0 = _mm512_setzero_ps(), m1 = _mm512_setzero_ps();
-        for (int64_t k = 0; k < kc; ++k) {
-            m0 = abs_max(m0, _mm512_load_ps(s + k * NR));
-            m1 = abs_max(m1, _mm512_load_ps(s + k * NR + 16));
+        __m512 e[2];
+        if (!g.gelu_b && !g.b_bf16) {
+            const float* B = static_cast<const float*>(g.B);
+            if (g.tb)
+                pack_b_columns(B + j * g.ldb + pc, g.ldb, kc, nr, dst, e);
+            else
+                pack_b_rows(B + pc * g.ldb + j, g.ldb, kc, nr, dst, e);
+        } else {
+            float* s = stage(2 * kcu * NR);
+            with_b(g, [&](auto* B) { pack_b_f32(g, B, pc, kc, j, nr, s); });  // GELU'd, zero past nr
+            pack_b_rows(s, NR, kc, NR, dst, e);
         }
-        const __m512 e0 = scale_exponent(m0, kExpB), e1 = scale_exponent(m1, kExpB);
-        for (int64_t kp = 0; kp < kcu; ++kp) {
-            const float* r0 = s + 2 * kp * NR;
-            _mm512_store_si512(dst + kp * NR, pairs_fp16(_mm512_load_ps(r0), _mm512_load_ps(r0 + NR), e0));
-            _mm512_store_si512(dst + kp * NR + 16,
-                               pairs_fp16(_mm512_load_ps(r0 + 16), _mm512_load_ps(r0 + NR + 16), e1));
+        _mm512_store_ps((float*)(dst + kcu * NR), e[0]);
+        _mm512_store_ps((float*)(dst + kcu * NR + 16), e[1]);
+    }
+
+    // op(B)(k, jj) = src[k * ld + jj] for jj < nr (zero beyond): rows k and k+1 make a row of pairs.
+    static void pack_b_rows(const float* src, int64_t ld, int64_t kc, int nr, uint32_t* dst, __m512 e[2]) {
+        const __mmask16 m[2] = {lanes(nr), lanes(nr - 16)};
+        __m512 mx[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+        for (int64_t k = 0; k < kc; ++k)
+            for (int h = 0; h < 2; ++h) mx[h] = abs_max(mx[h], load16(src + k * ld + 16 * h, m[h]));
+        for (int h = 0; h < 2; ++h) e[h] = scale_exponent(mx[h], kExpB);
+        for (int64_t k = 0; k < kc; k += 2) {
+            const float* r0 = src + k * ld;
+            for (int h = 0; h < 2; ++h) {
+                const __m512 hi = k + 1 < kc ? load16(r0 + ld + 16 * h, m[h]) : _mm512_setzero_ps();
+                _mm512_store_si512(dst + k / 2 * NR + 16 * h, pairs_fp16(load16(r0 + 16 * h, m[h]), hi, e[h]));
+            }
         }
-        _mm512_store_ps((float*)(dst + kcu * NR), e0);
-        _mm512_store_ps((float*)(dst + kcu * NR + 16), e1);
+    }
+
+    // op(B)(k, jj) = src[jj * ld + k] (the weight of x·W^T: each column contiguous along the
+    // depth): per-column maxima, then 16 columns x 16 depths at a time transposed in registers.
+    static void pack_b_columns(const float* src, int64_t ld, int64_t kc, int nr, uint32_t* dst, __m512 e[2]) {
+        alignas(64) float mx[NR] = {};
+        for (int jj = 0; jj < nr; ++jj) {
+            __m512 m = _mm512_setzero_ps();
+            for (int64_t k = 0; k < kc; k += 16) m = abs_max(m, load16(src + jj * ld + k, lanes(kc - k)));
+            mx[jj] = _mm512_reduce_max_ps(m);
+        }
+        for (int h = 0; h < 2; ++h) e[h] = scale_exponent(_mm512_load_ps(mx + 16 * h), kExpB);
+        for (int h = 0; h < 2; ++h)
+            for (int64_t k = 0; k < kc; k += 16) {
+                __m512 v[16];
+                const __mmask16 m = lanes(kc - k);  // depths past kc load as zero
+                for (int i = 0; i < 16; ++i)
+                    v[i] = 16 * h + i < nr ? load16(src + (16 * h + i) * ld + k, m) : _mm512_setzero_ps();
+                transpose16(v);  // v[q]: depth k + q, 16 columns
+                for (int q = 0; q < 16 && k + q < kc; q += 2)
+                    _mm512_store_si512(dst + (k + q) / 2 * NR + 16 * h, pairs_fp16(v[q], v[q + 1], e[h]));
+            }
     }
 
     // Rows [i0, i0+mr) of op(A), depths [pc, pc+kc), scaled per row and rounded to pairs.

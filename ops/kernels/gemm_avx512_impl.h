@@ -464,6 +464,9 @@ struct ThreadScratch {
 //                              kernel's per-column scales; 0 for the others)
 //   KT::kLayout                names the packed panel format (PackedWeightsScope keys by it)
 // kc_max / nc_max: the depth block and packed column block (a multiple of NR) in elements.
+// The most memory the A panels shared by column-split units may take (see gemm_blocked).
+constexpr int64_t kSharedAMaxBytes = 4 << 20;
+
 // Depth chunks of a deep product with a small output (the weight gradients of the first
 // stages: 96 x 384 summed over 25088 pixels), a function of the shape alone so that results never
 // depend on the thread count: 1 (no split) unless K >= 4 (M + N) and K >= 2048.
@@ -620,6 +623,24 @@ void gemm_blocked(const GemmArgs& g, int64_t kc_max, int64_t nc_max, bool serial
         pack_all_b(shared_b);
     }
 
+    // Units that split the columns each need every A panel: prepared once, shared, before they
+    // start, where that copy stays small (few rows: the batch-1 GEMMs of the last stages, where
+    // every unit otherwise recomputed the GELU of A and its conversion: 20% of ConvNeXt-T's
+    // batch-1 inference with the fp16 kernel).
+    APanel<P>* shared_a = nullptr;
+    const int64_t a_stride = KT::a_buffer_size(kc_blk);
+    if (un.n_cu > 1 && n_rp * nkb * a_stride * (int64_t)sizeof(P) <= kSharedAMaxBytes) {
+        static thread_local AlignedBuffer<P> abuf_all;
+        static thread_local AlignedBuffer<APanel<P>> panels;
+        P* all = abuf_all.get(n_rp * nkb * a_stride);
+        shared_a = panels.get(n_rp * nkb);
+        parallel_for(n_rp * nkb, [&](int64_t idx) {
+            const int64_t rp = idx / nkb, pc = idx % nkb * kc_blk;
+            shared_a[idx] = KT::prepare_a(g, rp * MR, (int)std::min<int64_t>(MR, M - rp * MR), pc,
+                                          std::min(kc_blk, K - pc), all + idx * a_stride);
+        });
+    }
+
     auto unit = [&](int64_t u) {
         static thread_local ThreadScratch<P> ts;
         if (ts.call != call) ts.call = call, ts.p0 = ts.pc = -1;
@@ -685,7 +706,8 @@ void gemm_blocked(const GemmArgs& g, int64_t kc_max, int64_t nc_max, bool serial
                     for (int64_t q = q0; q < q1; ++q) {
                         const int64_t pc = q * kc_blk, kc = std::min(kc_blk, K - pc), kcu = (kc + KU - 1) / KU;
                         const bool first = pc == 0, last = pc + kc == K;
-                        const APanel<P> ap = KT::prepare_a(g, i0, mr, pc, kc, abuf);
+                        const APanel<P> ap =
+                            shared_a ? shared_a[rp * nkb + q] : KT::prepare_a(g, i0, mr, pc, kc, abuf);
                         for (int64_t p = jp; p < jq; ++p) {
                             const int64_t j0 = p * NR;
                             const int nr = (int)std::min<int64_t>(NR, N - j0);
