@@ -6,6 +6,7 @@
 #include <map>
 #include <mutex>
 #include <new>
+#include <unordered_map>
 
 #include "core/error.h"
 
@@ -13,13 +14,18 @@ namespace cnx {
 namespace allocator {
 namespace {
 
-// Blocks are cached by exact rounded size: a training step asks for the same sizes every
-// iteration, so exact matching reuses everything without fragmentation bookkeeping. Sizes that
-// never come back (decoded images of every size, say) must not pile up, though: the cache holds
-// at most twice the peak of live bytes (at least kMinCached, at most kMaxCached) and, when over,
-// frees the blocks released longest ago. A training step's blocks are re-cached every step, so
-// they stay young and are never the ones evicted.
+// Blocks are cached by rounded size: a training step asks for the same sizes every iteration, so
+// matching sizes reuses nearly everything without fragmentation bookkeeping. A request takes the
+// smallest cached block that holds it if that is at most 1/kLargerFit larger, so a cached block
+// of another layer's size serves instead of a new allocation (ConvNeXt-T training at batch 8:
+// peak RSS 1066 -> 1017 MB in float32, 778 -> 767 MB in bf16; exact sizes only and up to 2x
+// larger both did worse). Sizes that never come back (decoded images of every size, say) must
+// not pile up, though: the cache holds at most twice the peak of live bytes (at least
+// kMinCached, at most kMaxCached) and, when over, frees the blocks released longest ago. A
+// training step's blocks are re-cached every step, so they stay young and are never the ones
+// evicted.
 constexpr size_t kAlign = 64;
+constexpr size_t kLargerFit = 4;  // a cached block up to 25% larger than asked for serves
 constexpr size_t kMinCached = size_t(256) << 20;
 constexpr size_t kMaxCached = size_t(8) << 30;
 
@@ -32,6 +38,7 @@ struct Cache {
     std::mutex mu;
     std::multimap<size_t, uint64_t> by_size;  // rounded size -> release stamp
     std::map<uint64_t, Cached> by_age;        // release stamp -> block, oldest first
+    std::unordered_map<void*, size_t> larger;  // live blocks handed out for a smaller request
     uint64_t stamp = 0;
     size_t cached = 0, live = 0, peak = 0, peak_reserved = 0;
     void note_peaks() {
@@ -53,14 +60,16 @@ void* allocate(size_t bytes) {
     Cache& c = cache();
     {
         std::lock_guard<std::mutex> g(c.mu);
-        auto it = c.by_size.find(n);
-        if (it != c.by_size.end()) {
+        auto it = c.by_size.lower_bound(n);  // the smallest cached block that holds n
+        if (it != c.by_size.end() && it->first <= n + n / kLargerFit) {
+            const size_t got = it->first;
             auto age = c.by_age.find(it->second);
             void* p = age->second.p;
             c.by_age.erase(age);
             c.by_size.erase(it);
-            c.cached -= n;
-            c.live += n;
+            c.cached -= got;
+            c.live += got;
+            if (got != n) c.larger.emplace(p, got);
             c.note_peaks();
             return p;
         }
@@ -82,6 +91,10 @@ void release(void* p, size_t bytes) {
     size_t n = round_up(bytes);
     Cache& c = cache();
     std::lock_guard<std::mutex> g(c.mu);
+    if (!c.larger.empty()) {
+        auto big = c.larger.find(p);
+        if (big != c.larger.end()) n = big->second, c.larger.erase(big);
+    }
     c.live -= n;
     const size_t limit = c.limit();
     if (n > limit) {

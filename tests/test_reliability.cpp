@@ -199,6 +199,31 @@ TEST_CASE("allocator: sizes that never recur do not pile up; recurring ones stay
     CHECK(allocator::cached_bytes() == 0);
 }
 
+TEST_CASE("allocator: a cached block up to a quarter larger serves a request and returns at its own size",
+          "[reliability][core]") {
+    allocator::empty_cache();
+    const size_t block = size_t(1) << 20;
+    const void* p = nullptr;
+    {
+        Tensor a = Tensor::empty({(int64_t)(block / sizeof(float))});
+        p = a.data<float>();
+    }
+    REQUIRE(allocator::cached_bytes() == block);
+    {
+        Tensor b = Tensor::empty({(int64_t)(block / sizeof(float)) * 9 / 10});  // 10% smaller: served
+        CHECK(b.data<float>() == p);
+        CHECK(allocator::cached_bytes() == 0);
+    }
+    CHECK(allocator::cached_bytes() == block);  // cached again whole, not at the smaller size
+    {
+        Tensor c = Tensor::empty({(int64_t)(block / sizeof(float)) / 2});  // half: a block of its own
+        CHECK(c.data<float>() != p);
+        CHECK(allocator::cached_bytes() == block);
+    }
+    allocator::empty_cache();
+    CHECK(allocator::cached_bytes() == 0);
+}
+
 // The long-run memory check (20 epochs under scripts/rss_watch.sh) crashed now and then: a pool
 // helper ran a chunk of a layer norm after parallel_for had returned, while the caller was in the
 // next kernel. The helper had read the finished task's generation, then the next task's function
