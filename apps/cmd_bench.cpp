@@ -207,11 +207,11 @@ std::function<int()> setup_bench(CLI::App& root) {
                   "With --mode infer: pack the weights for the matrix products once and keep them (as predict "
                   "--pack-weights)");
     cmd->add_flag("--peak", o->peak,
-                  "Measure this machine's fp32 FMA and bf16 dot-product throughput and memory bandwidth, one core "
+                  "Measure this machine's fp32 FMA, bf16 dot-product and fp16 FMA throughput and memory bandwidth, one core "
                   "and all hardware threads (cached per CPU model for fraction_of_peak), then exit");
     cmd->add_flag("--gemm", o->gemm,
                   "Time the model's pointwise-conv GEMMs (forward, dX, dW) at --batch-size/--image-size, fp32 and "
-                  "bf16, in GFLOP per CPU-second, then exit");
+                  "the bf16 and fp16 kernels, in GFLOP per CPU-second, then exit");
     cmd->add_option("--reps", o->reps, "Runs per GEMM shape with --gemm (best is reported)")->capture_default_str();
     return [o]() -> int {
         if (o->peak) return run_peak(*o);

@@ -11,9 +11,10 @@ namespace cnx::app {
 inline CLI::Option* add_precision_option(CLI::App* cmd, std::string& precision) {
     return cmd
         ->add_option("--precision", precision,
-                     "fp32, or bf16: bf16 GEMMs where this CPU's bf16 dot product is at least 1.5x its fp32 rate "
-                     "(else fp32 ones) and activations saved for backward in bfloat16; weights, gradients, "
-                     "optimiser state, norms, softmax and losses stay fp32")
+                     "fp32, or bf16: bf16 GEMMs where this CPU's bf16 dot product is at least 1.5x its fp32 rate, "
+                     "else fp16 ones (scaled operands, float32 sums) where its fp16 FMA is, else fp32 ones; "
+                     "activations saved for backward in bfloat16; weights, gradients, optimiser state, norms, "
+                     "softmax and losses stay fp32")
         ->check(CLI::IsMember({"fp32", "bf16", "float32", "bfloat16"}))
         ->capture_default_str();
 }

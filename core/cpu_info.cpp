@@ -71,9 +71,8 @@ void read_x86(CpuInfo& ci) {
     ci.avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
                 __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
     ci.avx512_bf16 = ci.avx512 && __builtin_cpu_supports("avx512bf16");
-#if defined(__clang__) || __GNUC__ >= 12
-    ci.avx512_fp16 = ci.avx512 && __builtin_cpu_supports("avx512fp16");
-#endif
+    // CPUID leaf 7 EDX bit 23, read directly: clang 14's __builtin_cpu_supports has no name for it.
+    ci.avx512_fp16 = ci.avx512 && v.a >= 7 && (cpuid(7, 0).d >> 23 & 1u);
 }
 #endif
 

@@ -131,7 +131,9 @@ __attribute__((noinline)) float dpbf16_avx512(int64_t iters) {
 #endif
 #pragma GCC pop_options
 
-#if defined(__clang__) || __GNUC__ >= 12
+// GCC 12 declares the fp16 vector types for a target pragma; clang 14 only when the whole file
+// is compiled for AVX512_FP16.
+#if (!defined(__clang__) && __GNUC__ >= 12) || (defined(__clang__) && defined(__AVX512FP16__))
 #define CNX_PEAK_FP16 1
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512fp16")

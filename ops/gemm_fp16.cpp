@@ -33,8 +33,10 @@
 #include "core/cpu_info.h"
 #include "ops/kernels/sgemm_avx512.h"
 
-// GCC learned AVX512_FP16 in version 12, clang in 14.
-#if defined(__x86_64__) && ((defined(__clang__) && __clang_major__ >= 14) || (!defined(__clang__) && __GNUC__ >= 12))
+// GCC 12 compiles AVX512_FP16 code under a target pragma; clang 14 declares the fp16 vector types
+// only when the whole file is compiled for AVX512_FP16 (elsewhere: no fp16 kernel, bf16 precision
+// falls back as on a CPU without it).
+#if defined(__x86_64__) && ((!defined(__clang__) && __GNUC__ >= 12) || (defined(__clang__) && defined(__AVX512FP16__)))
 #define CNX_HGEMM 1
 #include <immintrin.h>
 
