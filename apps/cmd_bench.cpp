@@ -19,6 +19,7 @@
 #include "core/rng.h"
 #include "core/storage.h"
 #include "core/threads.h"
+#include "core/json.h"
 #include "models/convnext.h"
 #include "ops/ops.h"
 #include "ops/packed_weights.h"
@@ -93,7 +94,7 @@ int run_peak(const BenchOptions& o) {
                          {"mem_gbs_per_core", r.mem_core},
                          {"mem_gbs_all", r.mem_all},
                          {"cache_file", path}};
-        std::cout << j.dump() << "\n";
+        std::cout << dump_json(j) << "\n";
         return 0;
     }
     std::printf("CPU: %s\n", ci.summary().c_str());
@@ -175,7 +176,7 @@ int run_gemm(const BenchOptions& o) {
                          {"bf16_peak_gflops_per_core", peak.bf16_core},
                          {"fp16_peak_gflops_per_core", peak.fp16_core},
                          {"gemm", rows}};
-        std::cout << j.dump() << "\n";
+        std::cout << dump_json(j) << "\n";
     } else {
         std::printf("GFLOP per CPU-second (1t: the calling thread; %dt: the process, so per core), best of %d; "
                     "peak: fraction of the one-core peak (fp32 %.1f, bf16 %.1f, fp16 %.1f GFLOP/s)\n",
@@ -327,7 +328,7 @@ std::function<int()> setup_bench(CLI::App& root) {
         else if (calls.fp16 > 0 && fp16_peak_gflops > 0)
             bf16_share = ", " + std::to_string((int)std::lround(100 * fp16_fraction)) + "% of the fp16 limit";
         if (o->json)
-            std::cout << j.dump() << "\n";
+            std::cout << dump_json(j) << "\n";
         else
             std::printf("%s %s batch %lld at %lld, %s: %.2f img/s, %.3f s/step (%.3f CPU-s), peak RSS %.0f MB, %d "
                         "threads, %.1f GFLOP/s = %.0f%% of the fp32 limit (%.1f GFLOP/s, %s)%s; GEMMs %s, saved "

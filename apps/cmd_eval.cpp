@@ -12,6 +12,7 @@
 #include "apps/precision_option.h"
 #include "apps/run_common.h"
 #include "data/image_folder.h"
+#include "core/json.h"
 #include "ops/packed_weights.h"
 #include "train/train.h"
 
@@ -108,9 +109,8 @@ std::function<int()> setup_eval(CLI::App& root) {
                 per[label(c)] = std::isfinite(r.per_class_acc[c]) ? json(r.per_class_acc[c]) : json(nullptr);
             json classes = json::array();
             for (size_t c = 0; c < (size_t)mo.num_classes; ++c) classes.push_back(label(c));
-            std::cout << json{{"top1_acc", r.top1}, {"top5_acc", r.top5}, {"loss", r.loss}, {"count", r.count},
-                              {"per_class_acc", per}, {"classes", classes}, {"confusion", r.confusion}}
-                             .dump()
+            std::cout << dump_json({{"top1_acc", r.top1}, {"top5_acc", r.top5}, {"loss", r.loss}, {"count", r.count},
+                                    {"per_class_acc", per}, {"classes", classes}, {"confusion", r.confusion}})
                       << "\n";
             return 0;
         }

@@ -16,6 +16,7 @@
 #include "apps/inference.h"
 #include "apps/pictures.h"
 #include "apps/precision_option.h"
+#include "core/json.h"
 #include "viz/gradcam.h"
 
 namespace {
@@ -90,7 +91,7 @@ int run_gradcam(const GradcamOptions& o) {
             for (int64_t y = 0; y < r.height; ++y)
                 cam.push_back(std::vector<float>(r.cam.begin() + y * r.width, r.cam.begin() + (y + 1) * r.width));
             j["cam"] = cam;
-            std::cout << j.dump() << "\n";
+            std::cout << dump_json(j) << "\n";
         } else {
             std::printf("%s: class %lld %s (%.4f), %s %lldx%lld%s%s\n", images[i].c_str(), (long long)r.target_class,
                         label.c_str(), prob, r.layer.c_str(), (long long)r.height, (long long)r.width,

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "apps/command.h"
+#include "core/json.h"
 #include "ops/gradcheck_cases.h"
 
 namespace {
@@ -53,7 +54,7 @@ std::function<int()> setup_gradcheck(CLI::App& root) {
             }
         }
         if (o->json)
-            std::cout << out.dump() << "\n";
+            std::cout << dump_json(out) << "\n";
         else
             std::printf("%zu cases, %s\n", selected.size(), all_pass ? "all passed" : "FAILURES");
         return all_pass ? 0 : 1;

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "apps/command.h"
+#include "core/json.h"
 #include "models/convnext.h"
 
 namespace {
@@ -76,7 +77,7 @@ int run_info(const InfoOptions& o) {
         j["head"] = {{"output_shape", std::vector<int64_t>{1, o.num_classes}},
                      {"params", cost.head_params},
                      {"macs", cost.head_macs}};
-        std::cout << j.dump(2) << "\n";
+        std::cout << dump_json(j, 2) << "\n";
         return 0;
     }
 

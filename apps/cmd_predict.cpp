@@ -19,6 +19,7 @@
 #include "apps/pictures.h"
 #include "apps/precision_option.h"
 #include "core/autograd.h"
+#include "core/json.h"
 #include "models/convnext.h"
 #include "ops/softmax.h"
 
@@ -73,7 +74,7 @@ int run_predict(const PredictOptions& o) {
                 j["top"] = nlohmann::ordered_json::array();
                 for (int64_t r = 0; r < k; ++r)
                     j["top"].push_back({{"index", order[r]}, {"label", labels[order[r]]}, {"prob", row[order[r]]}});
-                std::cout << j.dump() << "\n";
+                std::cout << dump_json(j) << "\n";
             } else {
                 std::cout << images[i] << "\n";
                 std::printf("  %4s  %6s  %-24s  %8s\n", "rank", "index", "label", "prob");

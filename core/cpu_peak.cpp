@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "core/cpu_info.h"
+#include "core/json.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -275,7 +276,7 @@ bool read_cache(PeakRates& r) {
     std::ifstream f(path);
     if (!f) return false;
     try {
-        const auto j = nlohmann::json::parse(f);
+        const auto j = parse_json(f);
         r.fp32_core = j.at("fp32_gflops_per_core").get<double>();
         r.fp32_all = j.at("fp32_gflops_all").get<double>();
         r.bf16_core = j.at("bf16_gflops_per_core").get<double>();
@@ -319,7 +320,7 @@ std::string write_cache(const PeakRates& r) {
     {
         std::ofstream f(tmp);
         if (!f) return "";
-        f << j.dump(2) << "\n";
+        f << dump_json(j, 2) << "\n";
         if (!f) return "";
     }
     if (std::rename(tmp.c_str(), path.c_str()) != 0) {

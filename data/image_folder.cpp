@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "core/rng.h"
+#include "core/json.h"
 
 namespace cnx::data {
 namespace fs = std::filesystem;
@@ -120,7 +121,7 @@ std::string class_indices_json(const std::vector<std::string>& classes) {
     nlohmann::ordered_json j = nlohmann::ordered_json::object();
     for (size_t i = 0; i < classes.size(); ++i) j[std::to_string(i)] = classes[i];
     // ensure_ascii, like json.dumps's default.
-    return j.dump(4, ' ', true);
+    return j.dump(4, ' ', true);  // ordered_json (insertion order): not core/json.h's json
 }
 
 void write_class_indices(const std::string& path, const std::vector<std::string>& classes) {
@@ -136,7 +137,7 @@ std::vector<std::string> read_class_indices(const std::string& path) {
     CNX_CHECK(f.good(), "class indices ", path, ": cannot open");
     nlohmann::json j;
     try {
-        j = nlohmann::json::parse(f);
+        j = parse_json(f);
     } catch (const std::exception& e) {
         fail("class indices ", path, ": not valid JSON (", e.what(), ")");
     }

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/json.h"
 #include "io/weights.h"
 
 namespace cnx::io {
@@ -27,7 +28,7 @@ struct Reader {
     void list(const char* key, std::vector<T>& out, const char* want) const {
         const std::string* v = find(key);
         if (!v) return;
-        json j = json::parse(*v, nullptr, /*allow_exceptions=*/false);
+        json j = parse_json_or_discarded(*v);
         if (!j.is_array()) bad(key, want);
         out.clear();
         for (auto& e : j) {
@@ -69,7 +70,7 @@ struct Reader {
 
 std::string number_str(double v) {
     json j = v;  // shortest text that reads back the same
-    return j.dump();
+    return dump_json(j);
 }
 
 }  // namespace
@@ -118,16 +119,16 @@ Metadata to_metadata(const ModelMetadata& m) {
     Metadata md;
     if (m.model.empty()) return md;
     md["model"] = m.model;
-    if (!m.depths.empty()) md["depths"] = json(m.depths).dump();
-    if (!m.dims.empty()) md["dims"] = json(m.dims).dump();
+    if (!m.depths.empty()) md["depths"] = dump_json(json(m.depths));
+    if (!m.dims.empty()) md["dims"] = dump_json(json(m.dims));
     if (m.num_classes > 0) md["num_classes"] = std::to_string(m.num_classes);
     if (m.in_chans > 0) md["in_chans"] = std::to_string(m.in_chans);
     if (m.image_size > 0) md["image_size"] = std::to_string(m.image_size);
     if (m.resize > 0) md["resize"] = std::to_string(m.resize);
     if (m.crop_pct > 0) md["crop_pct"] = number_str(m.crop_pct);
-    if (!m.mean.empty()) md["mean"] = json(m.mean).dump();
-    if (!m.std.empty()) md["std"] = json(m.std).dump();
-    if (!m.classes.empty()) md["classes"] = json(m.classes).dump();
+    if (!m.mean.empty()) md["mean"] = dump_json(json(m.mean));
+    if (!m.std.empty()) md["std"] = dump_json(json(m.std));
+    if (!m.classes.empty()) md["classes"] = dump_json(json(m.classes));
     return md;
 }
 

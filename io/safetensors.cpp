@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "io/atomic_file.h"
+#include "core/json.h"
 
 namespace cnx::io {
 namespace {
@@ -123,9 +124,9 @@ uint64_t check_prefix(const unsigned char* prefix, uint64_t total, const std::st
 
 uint64_t get_u64(const json& v, const std::string& file, const std::string& key, const char* what) {
     if (v.is_number_integer() && !v.is_number_unsigned())
-        fail("safetensors ", file, ": tensor '", key, "': negative value ", v.dump(), " in ", what);
+        fail("safetensors ", file, ": tensor '", key, "': negative value ", dump_json(v), " in ", what);
     CNX_CHECK(v.is_number_unsigned(), "safetensors ", file, ": tensor '", key, "': ", what,
-              " must hold non-negative integers, got ", v.dump());
+              " must hold non-negative integers, got ", dump_json(v));
     return v.get<uint64_t>();
 }
 
@@ -289,7 +290,7 @@ SafetensorsHeader read_header(FILE* f, uint64_t size, const std::string& path) {
 
 std::string quoted(const std::string& s, const char* what) {
     try {
-        return json(s).dump();
+        return dump_json(json(s));
     } catch (const json::exception&) {
         fail("save_safetensors: ", what, " '", s, "' is not valid UTF-8");
     }

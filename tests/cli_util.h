@@ -16,6 +16,8 @@
 #include <thread>
 #include <vector>
 
+#include "core/json.h"
+
 namespace cli_test {
 
 namespace fs = std::filesystem;
@@ -94,7 +96,7 @@ inline std::vector<nlohmann::json> read_jsonl(const fs::path& p) {
     std::vector<nlohmann::json> out;
     std::string line;
     while (std::getline(f, line))
-        if (!line.empty()) out.push_back(nlohmann::json::parse(line));
+        if (!line.empty()) out.push_back(cnx::parse_json(line));
     return out;
 }
 

@@ -11,6 +11,7 @@
 #include "cli_util.h"
 #include "core/cpu_info.h"
 #include "core/cpu_peak.h"
+#include "core/json.h"
 #include "ops/gemm.h"
 
 using namespace cnx;
@@ -26,7 +27,7 @@ json last_json(const std::string& out) {
         size_t end = out.find('\n', pos);
         if (end == std::string::npos) end = out.size();
         const std::string line = out.substr(pos, end - pos);
-        if (!line.empty() && line[0] == '{') j = json::parse(line, nullptr, false);
+        if (!line.empty() && line[0] == '{') j = parse_json_or_discarded(line);
         pos = end + 1;
     }
     return j;
@@ -123,7 +124,7 @@ TEST_CASE("convnext bench --gemm: every pointwise GEMM of the model, fp32 and bf
     const auto& rows = j.at("gemm");
     REQUIRE(rows.size() == 24);  // 4 stages x (2 forward, 2 dX, 2 dW)
     for (const auto& r : rows) {
-        INFO(r.dump());
+        INFO(dump_json(r));
         REQUIRE(r.at("fp32_gflops_cpu_1t").get<double>() > 0);
         REQUIRE(r.at("fp32_gflops_cpu_nt").get<double>() > 0);
         REQUIRE((r.at("bf16_gflops_cpu_1t").get<double>() > 0) == gemm_bf16_supported());

@@ -17,6 +17,7 @@
 #include "core/autograd.h"
 #include "core/cpu_peak.h"
 #include "core/rng.h"
+#include "core/json.h"
 #include "io/safetensors.h"
 #include "models/convnext.h"
 #include "ops/fused.h"
@@ -757,7 +758,7 @@ TEST_CASE("bf16: a training step of a small ConvNeXt stays within bfloat16 error
 namespace {
 nlohmann::json last_json(const std::string& out) {
     const size_t b = out.rfind("\n{", out.size() - 2);
-    return nlohmann::json::parse(out.substr(b == std::string::npos ? 0 : b + 1));
+    return parse_json(out.substr(b == std::string::npos ? 0 : b + 1));
 }
 }  // namespace
 

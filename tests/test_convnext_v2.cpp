@@ -12,6 +12,7 @@
 #include "cli_util.h"
 #include "core/autograd.h"
 #include "core/gradcheck.h"
+#include "core/json.h"
 #include "core/meta.h"
 #include "core/rng.h"
 #include "io/fcmae.h"
@@ -127,7 +128,7 @@ TEST_CASE("V2: convnext info reports the exact parameter counts and MACs of ever
         CHECK(o.dims == w.dims);
         auto r = cli_test::run(std::string("info --model ") + w.name + " --json", false);
         REQUIRE(r.code == 0);
-        auto j = nlohmann::json::parse(r.output);
+        auto j = parse_json(r.output);
         CHECK(j.at("params").get<int64_t>() == w.params);
         // MACs: the convolutions and linear layers at 224x224, the same as V1 of these widths
         // (GRN multiplies no matrices). Counted here from the architecture.
@@ -286,7 +287,7 @@ TEST_CASE("V2: train, eval, predict, bench and convert take convnextv2 names", "
                 false);
         INFO(r.output);
         REQUIRE(r.code == 0);
-        auto j = nlohmann::json::parse(r.output);
+        auto j = parse_json(r.output);
         REQUIRE(j["top"].size() == 3);
         double total = 0;
         for (auto& e : j["top"]) total += e["prob"].get<double>();
@@ -300,7 +301,7 @@ TEST_CASE("V2: train, eval, predict, bench and convert take convnextv2 names", "
                             "--mode ") + mode, false);
         INFO(r.output);
         REQUIRE(r.code == 0);
-        auto j = nlohmann::json::parse(r.output);
+        auto j = parse_json(r.output);
         CHECK(j["model"] == "convnextv2_atto");
         CHECK(j["img_per_s"].get<double>() > 0);
     }
@@ -472,7 +473,7 @@ TEST_CASE("V2: predict on PyTorch's official .pt and a timm-named safetensors gi
     // PyTorch's softmax for image.png (32x32, so --resize 32 --crop 32 is no resampling).
     using namespace cli_test;
     std::ifstream rf(fixture("v2/probs.json"));
-    auto ref = nlohmann::json::parse(rf);
+    auto ref = parse_json(rf);
     auto want = ref["probs"].get<std::vector<double>>();
     REQUIRE(want.size() == 4);
     for (const char* file : {"official.pt", "timm.safetensors"}) {
@@ -483,7 +484,7 @@ TEST_CASE("V2: predict on PyTorch's official .pt and a timm-named safetensors gi
                      false);
         INFO(r.output);
         REQUIRE(r.code == 0);
-        auto j = nlohmann::json::parse(r.output);
+        auto j = parse_json(r.output);
         REQUIRE(j["top"].size() == 4);
         for (auto& e : j["top"]) {
             const int64_t i = e["index"];

@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "data/data.h"
+#include "core/json.h"
 #include "temp_dir.h"
 
 #define STB_IMAGE_WRITE_IMPLEMENTATION
@@ -280,7 +281,7 @@ TEST_CASE("transforms: bilinear resize of a 4x4 ramp by hand", "[data][transform
 TEST_CASE("transforms: resize and resized crop match torch.nn.functional.interpolate", "[data][transforms]") {
     std::ifstream f(std::string(CONVNEXT_SOURCE_DIR) + "/tests/fixtures/transforms.json");
     REQUIRE(f.good());
-    auto j = nlohmann::json::parse(f);
+    auto j = parse_json(f);
     REQUIRE(j["cases"].size() >= 9);
     for (auto& c : j["cases"]) {
         INFO(c["name"].get<std::string>());

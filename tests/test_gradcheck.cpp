@@ -5,6 +5,7 @@
 #include <set>
 
 #include "cli_util.h"
+#include "core/json.h"
 #include "ops/gradcheck_cases.h"
 
 TEST_CASE("every op in the gradcheck catalogue passes in float64 and agrees in float32") {
@@ -20,7 +21,7 @@ TEST_CASE("every op in the gradcheck catalogue passes in float64 and agrees in f
 TEST_CASE("convnext gradcheck --json covers the required ops and exits 0") {
     auto r = cli_test::run("gradcheck --json", false);  // stdout only: the JSON
     CHECK(r.code == 0);
-    auto j = nlohmann::json::parse(r.output);
+    auto j = cnx::parse_json(r.output);
     REQUIRE(j.is_array());
     std::set<std::string> ops;
     for (auto& e : j) {

@@ -11,6 +11,7 @@
 
 #include "cli_util.h"
 #include "core/autograd.h"
+#include "core/json.h"
 #include "data/data.h"
 #include "io/model_metadata.h"
 #include "io/pth.h"
@@ -32,7 +33,7 @@ std::vector<json> json_lines(const std::string& out) {
     std::vector<json> v;
     std::istringstream is(out);
     for (std::string line; std::getline(is, line);)
-        if (!line.empty() && line[0] == '{') v.push_back(json::parse(line));
+        if (!line.empty() && line[0] == '{') v.push_back(parse_json(line));
     return v;
 }
 
@@ -52,7 +53,7 @@ void check_close(const std::vector<double>& got, const std::vector<double>& want
 }
 
 const json& reference() {
-    static const json ref = json::parse(read_bytes(fixture("vis/reference.json")));
+    static const json ref = parse_json(read_bytes(fixture("vis/reference.json")));
     return ref;
 }
 
@@ -276,7 +277,7 @@ TEST_CASE("timm's small variants with 1x1-convolution MLP weights: predict, eval
                  false);
     INFO(r.output);
     REQUIRE(r.code == 0);
-    json e = json::parse(r.output.substr(r.output.find('{')));
+    json e = parse_json(r.output.substr(r.output.find('{')));
     CHECK(e.at("loss").get<double>() == Approx(ref.at("eval_loss").get<double>()).margin(1e-4));
     CHECK(e.at("top1_acc").get<double>() == Approx(ref.at("eval_top1").get<double>()).margin(1e-9));
 

@@ -16,6 +16,7 @@
 
 #include "core/autograd.h"
 #include "core/gradcheck.h"
+#include "core/json.h"
 #include "core/meta.h"
 #include "core/rng.h"
 #include "core/threads.h"
@@ -247,7 +248,7 @@ FixtureRun run_fixture(const std::string& path) {
     FixtureRun run{io::load_safetensors(path), nullptr, Tensor()};
     auto& fx = run.fx;
     auto meta_list = [&](const char* key) {
-        return nlohmann::json::parse(fx.metadata.at(key)).get<std::vector<int64_t>>();
+        return parse_json(fx.metadata.at(key)).get<std::vector<int64_t>>();
     };
     ConvNeXtOptions o =
         small_options(meta_list("depths"), meta_list("dims"), std::stoll(fx.metadata.at("num_classes")));
@@ -481,7 +482,7 @@ TEST_CASE("convnext info reports exact parameters and MACs for every variant", "
         int code = -1;
         std::string out = run_command(std::string(CONVNEXT_CLI) + " info --model " + w.name + " --json", &code);
         REQUIRE(code == 0);
-        auto j = nlohmann::json::parse(out);
+        auto j = parse_json(out);
         CHECK(j.at("params").get<int64_t>() == w.params);
         double gmacs = j.at("macs").get<int64_t>() / 1e9;
         CHECK(std::fabs(gmacs - w.gmacs) <= 0.01 * w.gmacs);
@@ -489,7 +490,7 @@ TEST_CASE("convnext info reports exact parameters and MACs for every variant", "
         CHECK(j["stages"][3]["output_shape"].get<std::vector<int64_t>>()[1] == 7);
     }
     int code = -1;
-    auto j = nlohmann::json::parse(
+    auto j = parse_json(
         run_command(std::string(CONVNEXT_CLI) + " info --model convnext_tiny --num-classes 5 --in-chans 1 "
                                                 "--image-size 96 --json",
                     &code));
@@ -795,7 +796,7 @@ TEST_CASE("torchvision: the tree's names are torchvision's, and its weights give
     const std::string dir = CONVNEXT_SOURCE_DIR "/tests/fixtures/torchvision/";
     std::ifstream f(dir + "names.json");
     REQUIRE(f.good());
-    auto j = nlohmann::json::parse(f);
+    auto j = parse_json(f);
     // Every name and stored shape of torchvision.models.convnext_tiny (torchvision lists the
     // stages and downsamples interleaved; the official order lists the downsamples first).
     auto tiny = meta_model("convnext_tiny");

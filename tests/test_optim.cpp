@@ -8,6 +8,7 @@
 #include <sstream>
 #include <nlohmann/json.hpp>
 
+#include "core/json.h"
 #include "core/rng.h"
 #include "core/threads.h"
 #include "ops/ops.h"
@@ -22,7 +23,7 @@ const json& fixture() {
     static const json fx = [] {
         std::ifstream in(CONVNEXT_SOURCE_DIR "/tests/fixtures/optim_reference.json");
         REQUIRE(in.good());
-        return json::parse(in);
+        return parse_json(in);
     }();
     return fx;
 }

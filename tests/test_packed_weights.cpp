@@ -14,6 +14,7 @@
 #include "core/cpu_info.h"
 #include "core/rng.h"
 #include "core/tensor.h"
+#include "core/json.h"
 #include "io/safetensors.h"
 #include "models/convnext.h"
 #include "ops/gemm.h"
@@ -156,6 +157,6 @@ TEST_CASE("convnext eval --pack-weights: the same metrics", "[gemm][packed][cli]
     const auto [plain, packed] = plain_and_packed(
         " eval --model convnext_atto --depths 1,1,1,1 --dims 8,16,32,64 --weights " + weights + " --data " +
         cli_test::fixture("train_folder") + " --image-size 32 --workers 1 --json");
-    CHECK(nlohmann::json::parse(packed) == nlohmann::json::parse(plain));
+    CHECK(parse_json(packed) == parse_json(plain));
     std::filesystem::remove_all(dir);
 }

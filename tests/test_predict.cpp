@@ -12,6 +12,7 @@
 
 #include "core/autograd.h"
 #include "data/data.h"
+#include "core/json.h"
 #include "io/safetensors.h"
 #include "models/convnext.h"
 #include "ops/softmax.h"
@@ -104,7 +105,7 @@ static std::vector<nlohmann::json> predict_json(const Fixture& fx, const std::st
     INFO(r.err);
     REQUIRE(r.code == 0);
     std::vector<nlohmann::json> out;
-    for (const auto& line : lines_of(r.out)) out.push_back(nlohmann::json::parse(line));
+    for (const auto& line : lines_of(r.out)) out.push_back(parse_json(line));
     return out;
 }
 

@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "cli_util.h"
+#include "core/json.h"
 #include "io/safetensors.h"
 
 namespace fs = std::filesystem;
@@ -66,7 +67,7 @@ fs::path train_like_pytorch(const std::string& model_args, const std::string& in
 
 TEST_CASE("train: 12 AdamW steps equal PyTorch's losses, learning rates and final weights") {
     std::ifstream rf(fixture("train_reference.json"));
-    json ref = json::parse(rf);
+    json ref = cnx::parse_json(rf);
     fs::path out = train_like_pytorch(kMicro, fixture("train_init.safetensors"), ref, "torch");
     auto ours = cnx::io::load_safetensors((out / "checkpoint.safetensors").string());
     auto theirs = cnx::io::load_safetensors(fixture("train_final.safetensors"));
@@ -87,7 +88,7 @@ TEST_CASE("train: 12 AdamW steps of convnextv2_atto equal PyTorch's losses and l
     // tools/gen_train_fixture.py --family convnext_v2: a micro V2 (depths 1,1,1,1, dims 8,16,24,32)
     // with random GRN parameters; GRN's 4-D gamma and beta are not weight-decayed (the V2 rule).
     std::ifstream rf(fixture("v2/train_reference.json"));
-    json ref = json::parse(rf);
+    json ref = cnx::parse_json(rf);
     fs::path out = train_like_pytorch("--model convnextv2_atto --depths 1,1,1,1 --dims 8,16,24,32 --image-size 32 "
                                       "--crop-pct 1 ",
                                       fixture("v2/train_init.safetensors"), ref, "torch_v2");
@@ -122,7 +123,7 @@ TEST_CASE("train: a micro ConvNeXt learns the tiny folder, writes its outputs, a
                  fixture("train_folder") + " --json");
     INFO(e.output);
     REQUIRE(e.code == 0);
-    json j = json::parse(e.output.substr(e.output.find('{')));
+    json j = cnx::parse_json(e.output.substr(e.output.find('{')));
     CHECK(j["top1_acc"].get<double>() >= 0.8);
     CHECK(j["top5_acc"].get<double>() == 1.0);
     CHECK(j["confusion"].size() == 3);

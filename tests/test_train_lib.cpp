@@ -13,6 +13,7 @@
 #include <stdexcept>
 
 #include "core/rng.h"
+#include "core/json.h"
 #include "io/safetensors.h"
 #include "nn/nn.h"
 #include "ops/ops.h"
@@ -89,7 +90,7 @@ std::vector<json> read_jsonl(const fs::path& p, const char* key) {
     std::vector<json> out;
     std::string line;
     while (std::getline(f, line)) {
-        json j = json::parse(line);
+        json j = parse_json(line);
         if (j.contains(key)) out.push_back(j);
     }
     return out;

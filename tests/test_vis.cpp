@@ -12,6 +12,7 @@
 
 #include "cli_util.h"
 #include "core/autograd.h"
+#include "core/json.h"
 #include "data/idx.h"
 #include "data/image.h"
 #include "models/convnext.h"
@@ -101,7 +102,7 @@ const fs::path& trained_run() {
 }  // namespace
 
 TEST_CASE("gradcam: --json matches PyTorch's Grad-CAM on every cell, and the overlay is the crop", "[vis][gradcam]") {
-    const json ref = json::parse(read_bytes(fixture("vis/reference.json"))).at("gradcam");
+    const json ref = parse_json(read_bytes(fixture("vis/reference.json"))).at("gradcam");
     const fs::path out = temp_dir("gradcam_torch");
     const std::string base = "gradcam --model convnext_atto --depths 1,1,2,1 --dims 8,16,24,32 --weights " +
                              fixture("vis/gradcam_model.safetensors") + " --image " + fixture("vis/gradcam.png") +
@@ -118,7 +119,7 @@ TEST_CASE("gradcam: --json matches PyTorch's Grad-CAM on every cell, and the ove
         auto r = run(args, false);
         INFO(r.output);
         REQUIRE(r.code == 0);
-        const json j = json::parse(r.output);
+        const json j = parse_json(r.output);
         CHECK(j.at("image") == fixture("vis/gradcam.png"));
         CHECK(j.at("layer") == layer);
         CHECK(j.at("class") == c.at("class"));  // the same class (the top-1 where none was asked)
@@ -388,7 +389,7 @@ TEST_CASE("eval --plot and predict --grid draw what the commands report", "[vis]
                  false);
     INFO(r.output);
     REQUIRE(r.code == 0);
-    const json j = json::parse(r.output.substr(r.output.find('{')));
+    const json j = parse_json(r.output.substr(r.output.find('{')));
     const auto conf = j.at("confusion").get<std::vector<std::vector<int64_t>>>();
     std::vector<double> acc;
     for (auto& name : j.at("classes")) acc.push_back(j.at("per_class_acc").at(name.get<std::string>()).get<double>());
@@ -417,7 +418,7 @@ TEST_CASE("eval --plot and predict --grid draw what the commands report", "[vis]
     REQUIRE(r.code == 0);
     std::vector<json> preds;
     std::istringstream lines(r.output);
-    for (std::string line; std::getline(lines, line);) preds.push_back(json::parse(line));
+    for (std::string line; std::getline(lines, line);) preds.push_back(parse_json(line));
     REQUIRE(preds.size() == 24);
     std::vector<viz::GridItem> items(24);
     for (auto& it : items) it.crop = zeros({32, 32, 3}), it.truth = "x";

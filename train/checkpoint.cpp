@@ -3,6 +3,7 @@
 #include <array>
 #include <fstream>
 
+#include "core/json.h"
 #include "io/atomic_file.h"
 #include "io/curves.h"
 
@@ -51,7 +52,7 @@ void trim_metrics(const std::string& path, const RunState& st) {
     std::string kept, line;
     while (std::getline(in, line)) {
         if (line.empty()) continue;
-        json j = json::parse(line, nullptr, false);
+        json j = parse_json_or_discarded(line);
         if (j.is_discarded() || !j.is_object()) continue;  // a line torn by a kill
         bool keep = j.contains("step") ? j["step"].is_number() && j["step"].get<int64_t>() < st.global_step
                                        : j.contains("epoch") && j["epoch"].is_number() &&

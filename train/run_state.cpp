@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "core/error.h"
+#include "core/json.h"
 
 namespace cnx::train {
 using json = nlohmann::json;
@@ -59,7 +60,7 @@ void write_run_state(const RunState& st, io::Metadata& meta) {
     for (const auto& [key, field] : kRealFields) meta[key] = exact(st.*field);
     meta["rng"] = st.rng;
     meta["mix_rng"] = st.mix_rng;
-    meta["history"] = hist.dump();
+    meta["history"] = dump_json(hist);
 }
 
 RunState read_run_state(const io::Metadata& md, const std::string& path) {
@@ -90,7 +91,7 @@ RunState read_run_state(const io::Metadata& md, const std::string& path) {
     st.mix_rng = meta("mix_rng");
     json hist;
     try {
-        hist = json::parse(meta("history"));
+        hist = parse_json(meta("history"));
     } catch (const json::exception& e) {
         fail("checkpoint '", path, "': history is not valid JSON: ", e.what());
     }

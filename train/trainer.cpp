@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/autograd.h"
+#include "core/json.h"
 #include "core/rng.h"
 #include "data/loader.h"
 #include "ops/ops.h"
@@ -365,9 +366,8 @@ TrainEpochEnd Run::train_epoch() {
             opt_->zero_grad();
             if (ema_) ema_->update(model_.state_dict());
             if (root_) {
-                metrics_ << json{{"epoch", epoch}, {"step", st_.global_step}, {"loss", pending_loss / pending_n},
-                                 {"lr", last_lr}, {"grad_norm", gnorm}}
-                                .dump()
+                metrics_ << dump_json({{"epoch", epoch}, {"step", st_.global_step}, {"loss", pending_loss / pending_n},
+                                       {"lr", last_lr}, {"grad_norm", gnorm}})
                          << "\n";
                 flush_or_fail(metrics_, metrics_path_, o_.out);
             }
@@ -458,7 +458,7 @@ void Run::finish_epoch(EpochRecord rec) {
     save_checkpoint();
     if (root_) {
         write_or_fail([&] { write_curves((fs::path(o_.out) / "curves.png").string(), st_.history); });
-        metrics_ << rec.to_json(epoch).dump() << "\n";
+        metrics_ << dump_json(rec.to_json(epoch)) << "\n";
         flush_or_fail(metrics_, metrics_path_, o_.out);
         if (o_.callbacks.on_epoch_end) o_.callbacks.on_epoch_end({epoch, rec, improved});
     }
