@@ -224,22 +224,49 @@ struct Fp16Kernels {
     // op(B)(k, jj) = src[jj * ld + k] (the weight of x·W^T: each column contiguous along the
     // depth): per-column maxima, then 16 columns x 16 depths at a time transposed in registers.
     static void pack_b_columns(const float* src, int64_t ld, int64_t kc, int nr, uint32_t* dst, __m512 e[2]) {
+        // Per-column maxima, 16 columns side by side: at batch 1 the weight comes from memory, and
+        // 16 streams in flight at once hide its latency where one column after another did not.
         alignas(64) float mx[NR] = {};
-        for (int jj = 0; jj < nr; ++jj) {
-            __m512 m = _mm512_setzero_ps();
-            for (int64_t k = 0; k < kc; k += 16) m = abs_max(m, load16(src + jj * ld + k, lanes(kc - k)));
-            mx[jj] = _mm512_reduce_max_ps(m);
-        }
-        for (int h = 0; h < 2; ++h) e[h] = scale_exponent(_mm512_load_ps(mx + 16 * h), kExpB);
-        for (int h = 0; h < 2; ++h)
+        for (int h = 0; h < 2; ++h) {
+            const int n = std::min(16, nr - 16 * h);
+            if (n <= 0) break;
+            __m512 m[16];
+            for (int i = 0; i < 16; ++i) m[i] = _mm512_setzero_ps();
             for (int64_t k = 0; k < kc; k += 16) {
+                const __mmask16 lk = lanes(kc - k);
+                for (int i = 0; i < n; ++i) m[i] = abs_max(m[i], load16(src + (16 * h + i) * ld + k, lk));
+            }
+            for (int i = 0; i < n; ++i) mx[16 * h + i] = _mm512_reduce_max_ps(m[i]);
+        }
+        alignas(64) float shift[NR];
+        for (int h = 0; h < 2; ++h) {
+            e[h] = scale_exponent(_mm512_load_ps(mx + 16 * h), kExpB);
+            _mm512_store_ps(shift + 16 * h, e[h]);
+        }
+        // 32 depths of a column, rounded, are 16 pairs in depth order already: one 16 x 16
+        // transpose of 32-bit lanes per 32 depths of 16 columns (transposing the floats first
+        // took twice the shuffles, and the shuffle port bounded this loop).
+        const int64_t kcu = (kc + 1) / 2;
+        for (int h = 0; h < 2; ++h)
+            for (int64_t k = 0; k < kc; k += 32) {
                 __m512 v[16];
-                const __mmask16 m = lanes(kc - k);  // depths past kc load as zero
-                for (int i = 0; i < 16; ++i)
-                    v[i] = 16 * h + i < nr ? load16(src + (16 * h + i) * ld + k, m) : _mm512_setzero_ps();
-                transpose16(v);  // v[q]: depth k + q, 16 columns
-                for (int q = 0; q < 16 && k + q < kc; q += 2)
-                    _mm512_store_si512(dst + (k + q) / 2 * NR + 16 * h, pairs_fp16(v[q], v[q + 1], e[h]));
+                for (int i = 0; i < 16; ++i) {
+                    const int col = 16 * h + i;
+                    if (col >= nr) {
+                        v[i] = _mm512_setzero_ps();
+                        continue;
+                    }
+                    const float* c = src + col * ld + k;
+                    const __m512 s = _mm512_set1_ps(shift[col]);  // depths past kc load as zero
+                    const __m256i lo = _mm512_cvtps_ph(_mm512_scalef_ps(load16(c, lanes(kc - k)), s),
+                                                       _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+                    const __m256i hi = _mm512_cvtps_ph(_mm512_scalef_ps(load16(c + 16, lanes(kc - k - 16)), s),
+                                                       _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+                    v[i] = _mm512_castsi512_ps(_mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1));
+                }
+                transpose16(v);  // v[q]: pair k/2 + q of the 16 columns
+                for (int q = 0; q < 16 && k / 2 + q < kcu; ++q)
+                    _mm512_store_ps((float*)(dst + (k / 2 + q) * NR + 16 * h), v[q]);
             }
     }
 
