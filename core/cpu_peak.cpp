@@ -146,7 +146,8 @@ __attribute__((noinline)) float fma_fp16_avx512(int64_t iters) {
     // near 2 (far from overflow and from subnormals), whatever the iteration count.
     // Its own chains rather than chains_avx512's: casting each step between __m512 and __m512h
     // made GCC 12 spill the accumulators every iteration.
-    const __m512h a = _mm512_castsi512_ph(_mm512_set1_epi16(0x3bff)), b = _mm512_castsi512_ph(_mm512_set1_epi16(0x1400));
+    const __m512h a = _mm512_castsi512_ph(_mm512_set1_epi16(0x3bff));
+    const __m512h b = _mm512_castsi512_ph(_mm512_set1_epi16(0x1400));
     __m512h acc[kAcc];
     for (int i = 0; i < kAcc; ++i) acc[i] = _mm512_castsi512_ph(_mm512_set1_epi16((short)(0x3c00 + 16 * i)));
     for (int64_t it = 0; it < iters; ++it)

@@ -211,7 +211,8 @@ struct Fp32Kernels {
 void sgemm_avx512(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const KernelOperands& ab, float beta,
                   float* C, int64_t ldc, const GemmEpilogue<float>& ep, bool gelu_a, bool gelu_b,
                   const GemmBlocking& bl) {
-    gemm_blocked<Fp32Kernels>(kernel_args(ta, tb, M, N, K, alpha, ab, beta, C, ldc, ep, gelu_a, gelu_b), bl.kc, bl.nc);
+    const GemmArgs g = kernel_args(ta, tb, M, N, K, alpha, ab, beta, C, ldc, ep, gelu_a, gelu_b);
+    gemm_blocked<Fp32Kernels>(g, bl.kc, bl.nc);
 }
 
 #pragma GCC pop_options

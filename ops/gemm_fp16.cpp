@@ -222,7 +222,7 @@ struct Fp16Kernels {
     }
 
     // op(B)(k, jj) = src[jj * ld + k] (the weight of x·W^T: each column contiguous along the
-    // depth): per-column maxima, then 16 columns x 16 depths at a time transposed in registers.
+    // depth): per-column maxima, then 16 columns x 32 depths at a time transposed in registers.
     static void pack_b_columns(const float* src, int64_t ld, int64_t kc, int nr, uint32_t* dst, __m512 e[2]) {
         // Per-column maxima, 16 columns side by side: at batch 1 the weight comes from memory, and
         // 16 streams in flight at once hide its latency where one column after another did not.
@@ -350,7 +350,8 @@ struct Fp16Kernels {
 void hgemm_avx512(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const KernelOperands& ab,
                   float beta, float* C, int64_t ldc, const GemmEpilogue<float>& ep, bool gelu_a, bool gelu_b,
                   const GemmBlocking& bl) {
-    gemm_blocked<Fp16Kernels>(kernel_args(ta, tb, M, N, K, alpha, ab, beta, C, ldc, ep, gelu_a, gelu_b), 2 * bl.kc, bl.nc);
+    const GemmArgs g = kernel_args(ta, tb, M, N, K, alpha, ab, beta, C, ldc, ep, gelu_a, gelu_b);
+    gemm_blocked<Fp16Kernels>(g, 2 * bl.kc, bl.nc);
 }
 
 #pragma GCC pop_options

@@ -69,7 +69,9 @@ void for_each_bf16_kernel(F&& body) {
     for (Bf16Kernel k : {Bf16Kernel::Never, Bf16Kernel::Always, Bf16Kernel::Fp16}) {
         if (k == Bf16Kernel::Always && !gemm_bf16_supported()) continue;
         if (k == Bf16Kernel::Fp16 && !gemm_fp16_supported()) continue;
-        INFO((k == Bf16Kernel::Never ? "fallback: float32 kernels" : k == Bf16Kernel::Always ? "bf16 kernel" : "fp16 kernel"));
+        INFO((k == Bf16Kernel::Never    ? "fallback: float32 kernels"
+              : k == Bf16Kernel::Always ? "bf16 kernel"
+                                        : "fp16 kernel"));
         set_bf16_kernel(k);
         body(k);
     }

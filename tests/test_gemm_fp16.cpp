@@ -73,8 +73,8 @@ TEST_CASE("gemm fp16: closer to the exact product than bfloat16 rounding of the 
                 e16 += ((double)got[q] - exact[q]) * ((double)got[q] - exact[q]);
                 eb += ((double)bf16[q] - exact[q]) * ((double)bf16[q] - exact[q]);
             }
-            INFO("K=" << K << " ta=" << (t & 1) << " tb=" << (t & 2) << " rms fp16 kernel " << std::sqrt(e16 / (p.M * p.N))
-                      << ", rms bf16 rounding " << std::sqrt(eb / (p.M * p.N)));
+            INFO("K=" << K << " ta=" << (t & 1) << " tb=" << (t & 2) << " rms fp16 kernel "
+                      << std::sqrt(e16 / (p.M * p.N)) << ", rms bf16 rounding " << std::sqrt(eb / (p.M * p.N)));
             REQUIRE(std::sqrt(e16) < 0.75 * std::sqrt(eb));
         }
 }
