@@ -1,8 +1,8 @@
 // The fp16-FMA kernel behind BFloat16 matmul precision (ops/gemm_fp16.cpp): on every transpose and
 // edge its error stays below what the bf16 kernel's rounding allows, whatever the operands' scale
 // (powers of two are undone exactly, so a product of huge or tiny operands is as accurate as one
-// near 1); epilogues, GELU operands and bfloat16-stored operands; thread-count independence; and
-// the choice between the kernels.
+// near 1); NaN and infinity propagating as in float32; epilogues, GELU operands and
+// bfloat16-stored operands; thread-count independence; and the choice between the kernels.
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <limits>
@@ -208,5 +208,31 @@ TEST_CASE("gemm: BFloat16 precision picks the 16-bit kernel this CPU's measured 
         const GemmCallCounts n = gemm_call_counts();
         REQUIRE(n.fp16 == 1);
         REQUIRE(n.bf16 + n.fp32 + n.openblas == 0);
+    }
+}
+
+TEST_CASE("gemm fp16: NaN and infinity in an operand reach the outputs they touch, as in float32", "[gemm][fp16]") {
+    if (!fp16_kernel_here()) return;
+    BackendGuard bg;
+    GemmStateGuard sg;
+    for (int t = 0; t < 4; ++t) {
+        Problem p(t & 1, t & 2, 30, 40, 200, 0, 1.0f, 0.0f, 1600 + t);
+        auto a_at = [&](int64_t i, int64_t k) -> float& { return p.ta ? p.A[k * p.lda + i] : p.A[i * p.lda + k]; };
+        auto b_at = [&](int64_t k, int64_t j) -> float& { return p.tb ? p.B[j * p.ldb + k] : p.B[k * p.ldb + j]; };
+        a_at(3, 17) = std::numeric_limits<float>::quiet_NaN();
+        b_at(50, 7) = std::numeric_limits<float>::infinity();
+        const auto got = run_fp16(p);
+        INFO("ta=" << (t & 1) << " tb=" << (t & 2));
+        for (int64_t j = 0; j < p.N; ++j) CHECK(std::isnan(got[3 * p.ldc + j]));  // row 3 saw the NaN
+        for (int64_t i = 0; i < p.M; ++i)
+            if (i != 3) CHECK(!std::isfinite(got[i * p.ldc + 7]));  // column 7 saw the infinity
+        // everything else stays finite, and close to the exact product
+        const auto ref = reference(p, false);
+        for (int64_t i = 0; i < p.M; ++i)
+            for (int64_t j = 0; j < p.N; ++j)
+                if (i != 3 && j != 7) {
+                    REQUIRE(std::isfinite(got[i * p.ldc + j]));
+                    REQUIRE(std::fabs(got[i * p.ldc + j] - ref[i * p.ldc + j]) < 1e-2 * p.K / 3.0);
+                }
     }
 }
