@@ -125,7 +125,7 @@ struct MatmulPrecisionGuard {  // scoped set_matmul_precision
 //   else the fp16 kernel (AVX512_FP16 vfmadd231ph, ops/gemm_fp16.cpp): where the CPU has
 //           AVX512_FP16 and its measured fp16 FMA rate is >= 1.5x the float32 one (those same
 //           Xeons: 2x). Operands are scaled by powers of two and rounded to fp16 (11 significant
-//           bits, more than bfloat16's 8), products summed 32 at a time in fp16, then in float32:
+//           bits, more than bfloat16's 8), products summed 64 at a time in fp16, then in float32:
 //           errors below the bf16 kernel's on ConvNeXt's shapes;
 //   else the float32 kernels, and float32 results.
 // Bf16Kernel chooses: Auto as above; Always: the bf16 kernel wherever the CPU has AVX512_BF16;
