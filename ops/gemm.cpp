@@ -65,22 +65,14 @@ std::atomic<Bf16Kernel>& bf16_slot() {
     return k;
 }
 
-// The measured bf16 dot-product (fp16 FMA) rate is at least 1.5x the fp32 FMA rate (one core).
-// Measured (or read from the per-CPU cache) on the first bf16-eligible GEMM only.
-bool bf16_pays() {
-    static const bool pays = [] {
-        const PeakRates p = compute_peak();
-        return p.bf16_core >= 1.5 * p.fp32_core;
-    }();
-    return pays;
+// This CPU's measured rates (compute_peak(): read from the per-CPU cache or measured), fetched on
+// the first GEMM that could run a 16-bit kernel only. A 16-bit kernel pays where its rate is at
+// least 1.5x the fp32 FMA rate (one core).
+const PeakRates& peak_rates() {
+    static const PeakRates p = compute_peak();
+    return p;
 }
-bool fp16_pays() {
-    static const bool pays = [] {
-        const PeakRates p = compute_peak();
-        return p.fp16_core >= 1.5 * p.fp32_core;
-    }();
-    return pays;
-}
+bool pays(double rate) { return rate >= 1.5 * peak_rates().fp32_core; }
 
 std::atomic<int64_t> g_kc{0}, g_nc{0};
 
@@ -193,8 +185,8 @@ SixteenBit sixteen_bit_kernel() {
         case Bf16Kernel::Fp16: return fp16 ? SixteenBit::Fp16Fma : SixteenBit::None;
         case Bf16Kernel::Auto: break;
     }
-    if (bf16 && bf16_pays()) return SixteenBit::Bf16Dot;
-    if (fp16 && fp16_pays()) return SixteenBit::Fp16Fma;
+    if (bf16 && pays(peak_rates().bf16_core)) return SixteenBit::Bf16Dot;
+    if (fp16 && pays(peak_rates().fp16_core)) return SixteenBit::Fp16Fma;
     return SixteenBit::None;
 }
 }  // namespace
