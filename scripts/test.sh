@@ -91,7 +91,7 @@ if ! skipped asan; then
   stage "sanitizer build" sanitizer_build
   stage "sanitizer tests" sanitizer_tests
 fi
-if ! skipped fuzz; then stage "fuzz smoke run" scripts/fuzz.sh 12; fi
+if ! skipped fuzz; then stage "fuzz smoke run" scripts/fuzz.sh 10; fi
 
 echo "== all passed in $((SECONDS - t0)) s"
 printf '   %s\n' "${SUMMARY[@]}"
