@@ -4,9 +4,10 @@
 #   1. Release build (build/) and every test through CTest;
 #   2. the package installed to a temporary prefix, and every project under examples/ configured,
 #      built and run against it (its CTest tests), so the installed package cannot break silently;
-#   3. the same suite built with AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/):
-#      any memory error, leak or undefined behaviour aborts the test that hit it;
-#   4. a 12-second libFuzzer smoke run of every file-parser harness (build-fuzz/), 2 at a time;
+#   3. the same suite built with AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/; the
+#      library and the CLI instrumented, the tests' own code not): any memory error, leak or
+#      undefined behaviour aborts the test that hit it;
+#   4. a 10-second libFuzzer smoke run of every file-parser harness (build-fuzz/), 2 at a time;
 #      the long runs are scripts/fuzz.sh with more seconds (docs/reliability.md).
 # Each stage prints its wall-clock and CPU time (user + sys of everything it ran), and a table at
 # the end. Skip stages with CONVNEXT_TEST_SKIP="examples asan fuzz" (any of them; local use).

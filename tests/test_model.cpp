@@ -375,7 +375,7 @@ void check_whole_model_gradients(const models::BlockFactory& block) {
     // there for memory errors, and the same code runs for every element.
     GradcheckOptions opts;
     opts.seed = seed;
-#if defined(__SANITIZE_ADDRESS__)
+#if defined(CONVNEXT_SANITIZED)
     opts.element_stride = 5;
 #endif
     auto r = gradcheck([&](const std::vector<Tensor>& in) { return model.forward(in[0]); }, {x}, opts);
