@@ -57,8 +57,9 @@ void pack_weight(const T* w, T* wt, int64_t C, int64_t kh, int64_t kw, bool flip
 // other geometries use a generic tile (~1.1 loads per FMA). Input vectors are read straight
 // from memory, never copied into a local array: with 16 AVX2 registers such an array is
 // spilled in halves and every reload stalls on store forwarding (10x slower, measured).
-// Tiles whose taps cross the left/right image border (or run past Wo) first copy their input
-// window into a small zero-padded buffer, so no tile loop ever checks bounds.
+// Tiles whose taps cross the left/right image border (or run past Wo): with the register tiles
+// (stride 1, k in {3, 5, 7}) the forward skips the padding columns (fwd_tile's CLIP); the
+// generic tile and dW first copy their input window into a small zero-padded buffer.
 #if defined(__AVX512F__)
 constexpr int kVectorBytes = 64;
 #else
@@ -106,18 +107,23 @@ void copy_window(T* dst, const S* xp, int64_t rows, int64_t xrs, int64_t w0, int
 // ---- forward: y[N,Ho,Wo,C] = sum_{i,j} x[n, ho*s-ph+i, wo*s-pw+j, c] * wt[i,j,c] + bias[c] ----
 
 // One tile: yp[b*C + c] (b < nb) = bias[c] + sum over rows r < nrows and taps j of
-// xp[r*xrs + (b*s + j)*xcs + c] * wv[(r*kw + j)*C + c]. Pointers at the tile's first channel.
-// KW > 0: stride 1 and kw == KW, with weight and input reuse in registers; KW == 0: any.
-template <int KW, int WB, int CB, class T>
-inline void fwd_tile(T* yp, int nb, const T* xp, int64_t xrs, int64_t xcs, const T* wv, const T* bias, int64_t nrows,
-                     const DwGeom& g) {
+// x(r, w0 + b*s + j)[c] * wv[(r*kw + j)*C + c], where x(r, w) = xrow[r*xrs + w*xcs]. Pointers at
+// the tile's first channel. KW > 0: stride 1 and kw == KW, with weight and input reuse in
+// registers; KW == 0: any.
+// CLIP (KW > 0): the tile's input columns q = w - w0 outside [q_lo, q_hi) lie in the zero padding
+// and are skipped, never read. A border tile then costs what an inside one does; copying its
+// window into a zero-padded buffer first had taken a third of the forward's time at 56 columns,
+// and more at 28, 14 and 7, where most or all tiles touch a border.
+template <int KW, int WB, int CB, bool CLIP = false, class T>
+inline void fwd_tile(T* yp, int nb, const T* xrow, int64_t w0, int64_t xrs, int64_t xcs, const T* wv, const T* bias,
+                     int64_t nrows, const DwGeom& g, int q_lo = 0, int q_hi = 0) {
     const int64_t C = g.C;
     T acc[WB][CB];
     for (int b = 0; b < WB; ++b)
 #pragma omp simd
         for (int c = 0; c < CB; ++c) acc[b][c] = bias ? bias[c] : T(0);
     if constexpr (KW > 0) {
-        for (int64_t r = 0; r < nrows; ++r, xp += xrs, wv += KW * C) {
+        for (int64_t r = 0; r < nrows; ++r, wv += KW * C) {
             T w[KW][CB];
 #pragma GCC unroll 8
             for (int j = 0; j < KW; ++j)
@@ -125,7 +131,8 @@ inline void fwd_tile(T* yp, int nb, const T* xp, int64_t xrs, int64_t xcs, const
                 for (int c = 0; c < CB; ++c) w[j][c] = wv[j * C + c];
 #pragma GCC unroll 16
             for (int q = 0; q < WB + KW - 1; ++q) {  // input column q feeds output b = q - j
-                const T* xq = xp + q * xcs;
+                if (CLIP && (q < q_lo || q >= q_hi)) continue;
+                const T* xq = xrow + r * xrs + (w0 + q) * xcs;
 #pragma GCC unroll 8
                 for (int j = 0; j < KW; ++j) {
                     const int b = q - j;
@@ -137,6 +144,7 @@ inline void fwd_tile(T* yp, int nb, const T* xp, int64_t xrs, int64_t xcs, const
         }
     } else {
         const int64_t sx = g.stride * xcs;
+        const T* xp = xrow + w0 * xcs;
         for (int64_t r = 0; r < nrows; ++r, xp += xrs, wv += g.kw * C)
             for (int64_t j = 0; j < g.kw; ++j) {
                 const T* xj = xp + j * xcs;
@@ -183,10 +191,13 @@ void fwd_row_blocks(T* yrow, const T* xr, const T* wr, const T* bias, int64_t nr
             const int64_t w0 = wo0 * g.stride - g.pw;  // first input column read
             T* yp = yrow + wo0 * C + c0;
             if (tile_inside(wo0, WB, g)) {
-                fwd_tile<KW, WB, CBX>(yp, nb, xr + w0 * C + c0, g.W * C, C, wr + c0, bc, nrows, g);
+                fwd_tile<KW, WB, CBX>(yp, nb, xr + c0, w0, g.W * C, C, wr + c0, bc, nrows, g);
+            } else if constexpr (KW > 0) {
+                const int q_lo = (int)std::max<int64_t>(0, -w0), q_hi = (int)std::min<int64_t>(span, g.W - w0);
+                fwd_tile<KW, WB, CBX, true>(yp, nb, xr + c0, w0, g.W * C, C, wr + c0, bc, nrows, g, q_lo, q_hi);
             } else {
                 copy_window<CBX>(win, xr + c0, nrows, g.W * C, w0, span, g);
-                fwd_tile<KW, WB, CBX>(yp, nb, win, span * CBX, CBX, wr + c0, bc, nrows, g);
+                fwd_tile<KW, WB, CBX>(yp, nb, win, 0, span * CBX, CBX, wr + c0, bc, nrows, g);
             }
         }
     }

@@ -228,6 +228,11 @@ TEST_CASE("depthwise_conv2d: optimised forward matches the reference", "[depthwi
     require_matches_ref(dw_fn(1, 3), ref_dw_fn(1, 3), {rnd({1, 9, 23, 96}), rnd({96, 1, 7, 7}), Tensor()});
     require_matches_ref(dw_fn(2, 1), ref_dw_fn(2, 1), {rnd({2, 9, 12, 19}), rnd({19, 1, 3, 3}), rnd({19})});
     require_matches_ref(dw_fn(1, 0), ref_dw_fn(1, 0), {rnd({1, 3, 17, 35}), rnd({35, 1, 3, 5}), rnd({35})});
+    // Border tiles (they skip the padding columns instead of copying a padded window): widths
+    // narrower than the 7 taps (ConvNeXt-atto's last stages at 32x32 are 2x2 and 1x1), one tile
+    // touching both borders, and a last tile of one column.
+    for (int64_t w : {1, 2, 3, 8, 17})
+        require_matches_ref(dw_fn(1, 3), ref_dw_fn(1, 3), {rnd({2, w, w, 24}), rnd({24, 1, 7, 7}), rnd({24})});
 }
 
 TEST_CASE("depthwise_conv2d: backward adjoint at larger sizes", "[depthwise]") {
@@ -237,6 +242,7 @@ TEST_CASE("depthwise_conv2d: backward adjoint at larger sizes", "[depthwise]") {
     require_adjoint(dw_fn(2, 1), ref_dw_fn(2, 1), rnd({2, 9, 12, 19}), rnd({19, 1, 3, 3}));
     require_adjoint(dw_fn(1, 0), ref_dw_fn(1, 0), rnd({1, 3, 17, 35}), rnd({35, 1, 3, 5}));
     require_adjoint(dw_fn(1, 3), ref_dw_fn(1, 3), rnd({1, 5, 9, 20}), rnd({20, 1, 3, 3}));  // padding > k - 1
+    for (int64_t w : {1, 2, 8, 17}) require_adjoint(dw_fn(1, 3), ref_dw_fn(1, 3), rnd({2, w, w, 24}), rnd({24, 1, 7, 7}));
 }
 
 TEST_CASE("conv ops: float32 agrees with float64", "[conv2d][depthwise]") {
