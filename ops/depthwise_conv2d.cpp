@@ -212,7 +212,7 @@ void dw_forward_impl(const T* x, const T* wt, const T* bias, T* y, const DwGeom&
     const int64_t span = (WB - 1) * g.stride + g.kw;  // input columns one tile reads
     const int64_t rows = g.N * g.Ho;
     parallel_range(rows, row_grain(g), [&](int64_t r0, int64_t r1) {
-        std::vector<T> win(g.kh * span * CB);
+        std::vector<T> win(KW > 0 ? 0 : g.kh * span * CB);  // only the generic tile copies windows
         for (int64_t r = r0; r < r1; ++r) {
             const int64_t n = r / g.Ho, ho = r % g.Ho;
             T* yrow = y + r * g.Wo * C;
