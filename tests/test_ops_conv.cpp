@@ -189,6 +189,25 @@ TEST_CASE("conv2d: backward adjoint at larger sizes", "[conv2d]") {
     require_adjoint(conv_fn(2, 2, 4), ref_conv_fn(2, 2, 4), rnd({1, 9, 8, 12}), rnd({8, 3, 5, 5}));
 }
 
+// The 2x2 downsample's weight repack has a vector path in float32 when Cin is a multiple of 16
+// (ConvNeXt's 96, 192, 384), forward [Cin, 4] -> [4, Cin] and backward the other way: checked
+// against the float64 route, which takes the element loop.
+TEST_CASE("conv2d: 2x2 downsample in float32 at vector channel counts", "[conv2d]") {
+    default_generator().manual_seed(61);
+    for (int64_t cin : {16, 48, 40}) {
+        INFO("Cin " << cin);
+        Tensor x = rnd({2, 6, 7, cin}), w = rnd({24, cin, 2, 2}), b = rnd({24});
+        require_matches_ref(conv_fn(2, 0, 1), ref_conv_fn(2, 0, 1), {x, w, b});
+        Tensor x32 = x.to(DType::F32).requires_grad_(), w32 = w.to(DType::F32).requires_grad_();
+        Tensor x64 = x.clone().requires_grad_(), w64 = w.clone().requires_grad_();
+        Tensor v = rnd({2, 3, 3, 24});
+        conv2d(x32, w32, Tensor(), 2, 0, 1).backward(v.to(DType::F32));
+        conv2d(x64, w64, Tensor(), 2, 0, 1).backward(v);
+        REQUIRE(max_rel_diff(w32.grad(), w64.grad()) <= 2e-5);
+        REQUIRE(max_rel_diff(x32.grad(), x64.grad()) <= 2e-5);
+    }
+}
+
 TEST_CASE("conv2d: skips gradients nobody asked for", "[conv2d]") {
     default_generator().manual_seed(7);
     Tensor x = rnd({2, 8, 8, 3}, DType::F32);  // the stem's image: no dx
