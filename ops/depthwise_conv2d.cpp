@@ -341,6 +341,27 @@ inline void wgrad_tile_avx512(__m512 (&acc)[KW], const float* gp, int64_t gcs, c
         }
     }
 }
+
+// A border tile of the same: input columns w0 + q with q outside [q_lo, q_hi) lie in the zero
+// padding and are skipped (their products are zeros), instead of copying a zero-padded window.
+template <int KW, int WB, class TX>
+inline void wgrad_tile_avx512_clip(__m512 (&acc)[KW], const float* gp, int64_t gcs, const TX* xrow, int64_t w0,
+                                   int64_t xcs, int q_lo, int q_hi) {
+    __m512 gb[WB];
+#pragma GCC unroll 8
+    for (int b = 0; b < WB; ++b) gb[b] = _mm512_loadu_ps(gp + b * gcs);
+#pragma GCC unroll 16
+    for (int q = 0; q < WB + KW - 1; ++q) {
+        if (q < q_lo || q >= q_hi) continue;
+        const __m512 xq = load_widened(xrow + (w0 + q) * xcs);
+#pragma GCC unroll 8
+        for (int j = 0; j < KW; ++j) {
+            const int b = q - j;
+            if (b < 0 || b >= WB) continue;
+            acc[j] = _mm512_fmadd_ps(gb[b], xq, acc[j]);
+        }
+    }
+}
 #else
 constexpr bool kExplicitWgradTile = false;
 #endif
@@ -403,8 +424,8 @@ void wgrad_row_tiled(T* pw, const T* grow, const TX* x, int64_t n, int64_t ho, i
                     if (tile_inside(wo0, WB, g)) {
                         wgrad_tile_avx512<KW, WB>(acc, grow + wo0 * C + c0, C, xrow + w0 * C, C);
                     } else {
-                        copy_window<CBX>(xwin, xrow, 1, 0, w0, span, g);
-                        wgrad_tile_avx512<KW, WB>(acc, gwin + t * WB * CBX, CBX, xwin, CBX);
+                        const int q_lo = (int)std::max<int64_t>(0, -w0), q_hi = (int)std::min<int64_t>(span, g.W - w0);
+                        wgrad_tile_avx512_clip<KW, WB>(acc, gwin + t * WB * CBX, CBX, xrow, w0, C, q_lo, q_hi);
                     }
                 }
                 for (int j = 0; j < KW; ++j) _mm512_storeu_ps(pi + j * C, acc[j]);

@@ -282,6 +282,9 @@ TEST_CASE("conv ops: float32 gradients agree with float64", "[conv2d][depthwise]
     const std::vector<Case> cases = {
         {dw_fn(1, 3), {2, 12, 21, 48}, {48, 1, 7, 7}, {48}},  // interior and border tiles, 3 vectors
         {dw_fn(1, 3), {3, 7, 7, 40}, {40, 1, 7, 7}, {40}},    // one border tile, a half-vector tail
+        {dw_fn(1, 3), {2, 3, 2, 16}, {16, 1, 7, 7}, {16}},    // widths 2 and 1: padding on both sides
+        {dw_fn(1, 3), {2, 4, 1, 16}, {16, 1, 7, 7}, {16}},
+        {dw_fn(1, 3), {1, 5, 10, 16}, {16, 1, 7, 7}, {16}},   // a tile past the right edge only
         {dw_fn(1, 1), {2, 9, 19, 32}, {32, 1, 3, 3}, {32}},
         {conv_fn(2, 0, 1), {2, 8, 6, 32}, {16, 32, 2, 2}, {16}},
     };
