@@ -170,10 +170,10 @@ struct Fp32Kernels {
                     continue;
                 }
                 const S* src = A + (i0 + r) * g.lda + pc;
+                auto get = [&](int64_t k, __mmask16 m) { return g.gelu_a ? gelu16(src + k, m) : load16(src + k, m); };
                 int64_t k = 0;
-                for (; k + 16 <= kc; k += 16) _mm512_storeu_ps(d + k, load16(src + k, 0xFFFF));
-                if (k < kc) _mm512_mask_storeu_ps(d + k, lanes(kc - k), load16(src + k, lanes(kc - k)));
-                if (g.gelu_a) gelu_inplace(d, kc);
+                for (; k + 16 <= kc; k += 16) _mm512_storeu_ps(d + k, get(k, 0xFFFF));
+                if (k < kc) _mm512_mask_storeu_ps(d + k, lanes(kc - k), get(k, lanes(kc - k)));
             }
             return {buf, ld, false};
         }
@@ -182,8 +182,8 @@ struct Fp32Kernels {
         // row has them (a masked load cost ~8% of a weight-gradient GEMM on Zen 4).
         const S* src = A + pc * g.lda + i0;
         const __mmask16 m = i0 + 16 <= g.M ? (__mmask16)0xFFFF : lanes(mr);
-        for (int64_t k = 0; k < kc; ++k, src += g.lda) _mm512_storeu_ps(buf + k * MR, load16(src, m));
-        if (g.gelu_a) gelu_inplace(buf, kc * MR);
+        for (int64_t k = 0; k < kc; ++k, src += g.lda)
+            _mm512_storeu_ps(buf + k * MR, g.gelu_a ? gelu16(src, m) : load16(src, m));
         return {buf, MR, true};
     }
     static APanel<float> prepare_a(const GemmArgs& g, int64_t i0, int mr, int64_t pc, int64_t kc, float* buf) {

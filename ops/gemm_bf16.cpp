@@ -84,9 +84,9 @@ inline __m512i row_pairs(const S* r0, const S* r1, __mmask16 m, bool gelu) {
             return _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16));
         }
     }
-    __m512 lo = load16(r0, m), hi = r1 ? load16(r1, m) : _mm512_setzero_ps();
-    if (gelu) lo = gelu_v(lo), hi = gelu_v(hi);  // GELU(0) = 0: absent lanes stay zero
-    return pairs_bf16(lo, hi);
+    if (gelu)  // GELU(0) = 0: absent lanes stay zero
+        return pairs_bf16(gelu16(r0, m), r1 ? gelu16(r1, m) : _mm512_setzero_ps());
+    return pairs_bf16(load16(r0, m), r1 ? load16(r1, m) : _mm512_setzero_ps());
 }
 
 // 32 consecutive values (the first n present) -> 16 bf16 pairs in depth order, through GELU when
@@ -97,9 +97,9 @@ inline __m512i run_pairs(const S* p, int64_t n, bool gelu) {
         if (!gelu)
             return n >= 32 ? _mm512_loadu_si512(p) : _mm512_maskz_loadu_epi16((__mmask32)((1ull << n) - 1), p);
     }
-    __m512 lo = load16(p, lanes(n)), hi = n > 16 ? load16(p + 16, lanes(n - 16)) : _mm512_setzero_ps();
-    if (gelu) lo = gelu_v(lo), hi = gelu_v(hi);  // GELU(0) = 0: absent lanes stay zero
-    return (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
+    auto get = [gelu](const S* q, __mmask16 m) { return gelu ? gelu16(q, m) : load16(q, m); };
+    const __m512 lo = get(p, lanes(n)), hi = n > 16 ? get(p + 16, lanes(n - 16)) : _mm512_setzero_ps();
+    return (__m512i)_mm512_cvtne2ps_pbh(hi, lo);  // GELU(0) = 0: absent lanes stay zero
 }
 
 // 16 rows of 16 uint32 lanes transposed, as floats (the shuffles only move 32-bit lanes).

@@ -294,8 +294,8 @@ struct Fp16Kernels {
                 if constexpr (std::is_same<S, float>::value) row = src;
                 if (!std::is_same<S, float>::value || g.gelu_a) {
                     float* s = stage(kc + 16);
-                    for (int64_t k = 0; k < kc; k += 16) _mm512_storeu_ps(s + k, load16(src + k, lanes(kc - k)));
-                    if (g.gelu_a) gelu_inplace(s, kc);
+                    for (int64_t k = 0; k < kc; k += 16)
+                        _mm512_storeu_ps(s + k, g.gelu_a ? gelu16(src + k, lanes(kc - k)) : load16(src + k, lanes(kc - k)));
                     row = s;
                 }
                 __m512 m = _mm512_setzero_ps();
@@ -315,8 +315,10 @@ struct Fp16Kernels {
         }
         float* s = stage(2 * kcu * 16);
         const __mmask16 mk = i0 + 16 <= g.M ? (__mmask16)0xFFFF : lanes(mr);  // plain loads where possible
-        for (int64_t k = 0; k < kc; ++k) _mm512_store_ps(s + k * 16, load16(A + (pc + k) * g.lda + i0, mk));
-        if (g.gelu_a) gelu_inplace(s, kc * 16);
+        for (int64_t k = 0; k < kc; ++k) {
+            const S* src = A + (pc + k) * g.lda + i0;
+            _mm512_store_ps(s + k * 16, g.gelu_a ? gelu16(src, mk) : load16(src, mk));
+        }
         if (kc % 2) _mm512_store_ps(s + kc * 16, _mm512_setzero_ps());
         __m512 m = _mm512_setzero_ps();
         for (int64_t k = 0; k < kc; ++k) m = abs_max(m, _mm512_load_ps(s + k * 16));

@@ -392,6 +392,15 @@ TEST_CASE("bf16: GEMMs read bfloat16 operands to the bit of the widened float32 
         set_gemm_blocking({32, 64});
         all_cases(40);
     }
+    SECTION("fp16 kernel (where the CPU has one)") {
+        if (!gemm_fp16_supported()) return;
+        set_bf16_kernel(Bf16Kernel::Fp16);
+        MatmulPrecisionGuard mp(MatmulPrecision::BFloat16);
+        REQUIRE(gemm_uses_fp16());
+        all_cases(60);
+        set_gemm_blocking({32, 64});
+        all_cases(70);
+    }
     SECTION("OpenBLAS") {
         set_gemm_backend(GemmBackend::OpenBLAS);
         all_cases(50);
