@@ -75,26 +75,31 @@ ConvGeom check_and_geometry(const char* op, const Tensor& x, const Tensor& weigh
 // run on one thread with the other idle, the repack of the last downsample's 1.2M-value weight
 // took about a third of that convolution's time at batch 1.
 template <class T>
-void transpose_block(const T* s, T* d, int64_t rows, int64_t cols) {
+void transpose_block_plain(const T* s, T* d, int64_t rows, int64_t cols) {
     for (int64_t c = 0; c < cols; ++c)
         for (int64_t r = 0; r < rows; ++r) d[c * rows + r] = s[r * cols + c];
+}
+
+template <class T>
+void transpose_block(const T* s, T* d, int64_t rows, int64_t cols) {
+    transpose_block_plain(s, d, rows, cols);
 }
 
 #ifdef __AVX512F__
 // The 2x2 kernels of every downsample make the blocks [Cin, 4] (pack) and [4, Cin] (unpack); the
 // element loop above reads or writes with a 16-byte stride there, so these take 16 rows at a
 // time through two rounds of two-source permutes.
-inline __m512i lanes(std::initializer_list<int> v) {
+inline __m512i index_vector(std::initializer_list<int> v) {
     alignas(64) int a[16];
     std::copy(v.begin(), v.end(), a);
     return _mm512_load_si512(a);
 }
 
 void transpose_rows_by_4(const float* s, float* d, int64_t rows) {  // [rows, 4] -> [4, rows]
-    const __m512i c01 = lanes({0, 4, 8, 12, 16, 20, 24, 28, 1, 5, 9, 13, 17, 21, 25, 29});
-    const __m512i c23 = lanes({2, 6, 10, 14, 18, 22, 26, 30, 3, 7, 11, 15, 19, 23, 27, 31});
-    const __m512i lo = lanes({0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23});
-    const __m512i hi = lanes({8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31});
+    const __m512i c01 = index_vector({0, 4, 8, 12, 16, 20, 24, 28, 1, 5, 9, 13, 17, 21, 25, 29});
+    const __m512i c23 = index_vector({2, 6, 10, 14, 18, 22, 26, 30, 3, 7, 11, 15, 19, 23, 27, 31});
+    const __m512i lo = index_vector({0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23});
+    const __m512i hi = index_vector({8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31});
     for (int64_t r = 0; r < rows; r += 16, s += 64) {
         const __m512 v0 = _mm512_loadu_ps(s), v1 = _mm512_loadu_ps(s + 16);
         const __m512 v2 = _mm512_loadu_ps(s + 32), v3 = _mm512_loadu_ps(s + 48);
@@ -108,10 +113,10 @@ void transpose_rows_by_4(const float* s, float* d, int64_t rows) {  // [rows, 4]
 }
 
 void transpose_4_by_cols(const float* s, float* d, int64_t cols) {  // [4, cols] -> [cols, 4]
-    const __m512i p_lo = lanes({0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23});
-    const __m512i p_hi = lanes({8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31});
-    const __m512i q0 = lanes({0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23});
-    const __m512i q1 = lanes({8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31});
+    const __m512i p_lo = index_vector({0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23});
+    const __m512i p_hi = index_vector({8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31});
+    const __m512i q0 = index_vector({0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23});
+    const __m512i q1 = index_vector({8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31});
     for (int64_t c = 0; c < cols; c += 16, d += 64) {
         const __m512 r0 = _mm512_loadu_ps(s + c), r1 = _mm512_loadu_ps(s + cols + c);
         const __m512 r2 = _mm512_loadu_ps(s + 2 * cols + c), r3 = _mm512_loadu_ps(s + 3 * cols + c);
@@ -131,8 +136,7 @@ void transpose_block<float>(const float* s, float* d, int64_t rows, int64_t cols
     else if (rows == 4 && cols % 16 == 0)
         transpose_4_by_cols(s, d, cols);
     else
-        for (int64_t c = 0; c < cols; ++c)
-            for (int64_t r = 0; r < rows; ++r) d[c * rows + r] = s[r * cols + c];
+        transpose_block_plain(s, d, rows, cols);
 }
 #endif
 
