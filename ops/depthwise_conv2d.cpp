@@ -77,8 +77,9 @@ void pack_weight(const T* w, T* wt, int64_t C, int64_t kh, int64_t kw, bool flip
 // from memory, never copied into a local array: with 16 AVX2 registers such an array is
 // spilled in halves and every reload stalls on store forwarding (10x slower, measured).
 // Tiles whose taps cross the left/right image border (or run past Wo): with the register tiles
-// (stride 1, k in {3, 5, 7}) the forward skips the padding columns (fwd_tile's CLIP); the
-// generic tile and dW first copy their input window into a small zero-padded buffer.
+// (stride 1, k in {3, 5, 7}) the forward skips the padding columns (fwd_tile's CLIP), and so does
+// dW's AVX-512 float tile; the generic tile and the other dW tiles first copy their input window
+// into a small zero-padded buffer.
 #if defined(__AVX512F__)
 constexpr int kVectorBytes = 64;
 #else
@@ -325,34 +326,17 @@ constexpr bool kExplicitWgradTile = true;
 inline __m512 load_widened(const float* p) { return _mm512_loadu_ps(p); }
 inline __m512 load_widened(const BFloat16* p) { return widen_bf16(_mm256_loadu_si256((const __m256i*)p)); }
 
-template <int KW, int WB, class TX>
-inline void wgrad_tile_avx512(__m512 (&acc)[KW], const float* gp, int64_t gcs, const TX* xp, int64_t xcs) {
+// CLIP: a border tile; input columns w0 + q with q outside [q_lo, q_hi) lie in the zero padding
+// and are skipped (their products are zeros) instead of being read from a zero-padded copy.
+template <int KW, int WB, bool CLIP, class TX>
+inline void wgrad_tile_avx512(__m512 (&acc)[KW], const float* gp, int64_t gcs, const TX* xrow, int64_t w0,
+                              int64_t xcs, int q_lo = 0, int q_hi = 0) {
     __m512 gb[WB];
 #pragma GCC unroll 8
     for (int b = 0; b < WB; ++b) gb[b] = _mm512_loadu_ps(gp + b * gcs);
 #pragma GCC unroll 16
     for (int q = 0; q < WB + KW - 1; ++q) {
-        const __m512 xq = load_widened(xp + q * xcs);
-#pragma GCC unroll 8
-        for (int j = 0; j < KW; ++j) {
-            const int b = q - j;
-            if (b < 0 || b >= WB) continue;
-            acc[j] = _mm512_fmadd_ps(gb[b], xq, acc[j]);
-        }
-    }
-}
-
-// A border tile of the same: input columns w0 + q with q outside [q_lo, q_hi) lie in the zero
-// padding and are skipped (their products are zeros), instead of copying a zero-padded window.
-template <int KW, int WB, class TX>
-inline void wgrad_tile_avx512_clip(__m512 (&acc)[KW], const float* gp, int64_t gcs, const TX* xrow, int64_t w0,
-                                   int64_t xcs, int q_lo, int q_hi) {
-    __m512 gb[WB];
-#pragma GCC unroll 8
-    for (int b = 0; b < WB; ++b) gb[b] = _mm512_loadu_ps(gp + b * gcs);
-#pragma GCC unroll 16
-    for (int q = 0; q < WB + KW - 1; ++q) {
-        if (q < q_lo || q >= q_hi) continue;
+        if (CLIP && (q < q_lo || q >= q_hi)) continue;
         const __m512 xq = load_widened(xrow + (w0 + q) * xcs);
 #pragma GCC unroll 8
         for (int j = 0; j < KW; ++j) {
@@ -422,10 +406,10 @@ void wgrad_row_tiled(T* pw, const T* grow, const TX* x, int64_t n, int64_t ho, i
                 for (int64_t t = 0; t < tiles; ++t) {
                     const int64_t wo0 = t * WB, w0 = wo0 - g.pw;
                     if (tile_inside(wo0, WB, g)) {
-                        wgrad_tile_avx512<KW, WB>(acc, grow + wo0 * C + c0, C, xrow + w0 * C, C);
+                        wgrad_tile_avx512<KW, WB, false>(acc, grow + wo0 * C + c0, C, xrow, w0, C);
                     } else {
                         const int q_lo = (int)std::max<int64_t>(0, -w0), q_hi = (int)std::min<int64_t>(span, g.W - w0);
-                        wgrad_tile_avx512_clip<KW, WB>(acc, gwin + t * WB * CBX, CBX, xrow, w0, C, q_lo, q_hi);
+                        wgrad_tile_avx512<KW, WB, true>(acc, gwin + t * WB * CBX, CBX, xrow, w0, C, q_lo, q_hi);
                     }
                 }
                 for (int j = 0; j < KW; ++j) _mm512_storeu_ps(pi + j * C, acc[j]);

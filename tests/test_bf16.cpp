@@ -383,23 +383,20 @@ TEST_CASE("bf16: GEMMs read bfloat16 operands to the bit of the widened float32 
         set_gemm_blocking({64, 64});
         all_cases(20);
     }
-    SECTION("bf16 kernel (where the CPU has one)") {
-        if (!gemm_bf16_supported()) return;
-        set_bf16_kernel(Bf16Kernel::Always);
+    // A 16-bit kernel, forced, at the default and at a small blocking (seeds, seeds + 10).
+    auto sixteen_bit = [&](Bf16Kernel kernel, bool (*uses)(), uint64_t seed) {
+        set_bf16_kernel(kernel);
         MatmulPrecisionGuard mp(MatmulPrecision::BFloat16);
-        REQUIRE(gemm_uses_bf16());
-        all_cases(30);
+        REQUIRE(uses());
+        all_cases(seed);
         set_gemm_blocking({32, 64});
-        all_cases(40);
+        all_cases(seed + 10);
+    };
+    SECTION("bf16 kernel (where the CPU has one)") {
+        if (gemm_bf16_supported()) sixteen_bit(Bf16Kernel::Always, gemm_uses_bf16, 30);
     }
     SECTION("fp16 kernel (where the CPU has one)") {
-        if (!gemm_fp16_supported()) return;
-        set_bf16_kernel(Bf16Kernel::Fp16);
-        MatmulPrecisionGuard mp(MatmulPrecision::BFloat16);
-        REQUIRE(gemm_uses_fp16());
-        all_cases(60);
-        set_gemm_blocking({32, 64});
-        all_cases(70);
+        if (gemm_fp16_supported()) sixteen_bit(Bf16Kernel::Fp16, gemm_uses_fp16, 60);
     }
     SECTION("OpenBLAS") {
         set_gemm_backend(GemmBackend::OpenBLAS);
