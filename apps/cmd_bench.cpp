@@ -31,7 +31,7 @@ namespace {
 using namespace cnx;
 
 struct BenchOptions {
-    std::string model = "convnext_tiny", mode = "train", precision = "fp32";
+    std::string model = "convnext_tiny", mode = "train", precision = "fp32", recompute = "auto";
     int64_t batch_size = 16, image_size = 224, num_classes = 1000, in_chans = 3, steps = 3, warmup = 1;
     int threads = 0;
     bool json = false, profile = false, peak = false, gemm = false, bf16 = false, channels_last = false;
@@ -198,6 +198,7 @@ std::function<int()> setup_bench(CLI::App& root) {
     cmd->add_option("--warmup", o->warmup, "Untimed steps first")->capture_default_str();
     cmd->add_option("--threads", o->threads, "Threads (default: all cores)");
     auto* precision = app::add_precision_option(cmd, o->precision);
+    app::add_recompute_option(cmd, o->recompute);
     // The PyTorch peer's spellings: --bf16 (its autocast) and --channels-last (ours is always NHWC).
     cmd->add_flag("--bf16", o->bf16, "Same as --precision bf16 (the PyTorch peer's flag)")->excludes(precision);
     cmd->add_flag("--channels-last", o->channels_last,
@@ -219,6 +220,7 @@ std::function<int()> setup_bench(CLI::App& root) {
         if (o->threads > 0) set_num_threads(o->threads);
         if (o->gemm) return run_gemm(*o);
         PrecisionGuard precision_scope(o->bf16 ? Precision::BF16 : parse_precision(o->precision));
+        RecomputeGuard recompute_scope(parse_recompute(o->recompute));
         // The limit fraction_of_peak compares with: cached per CPU model, or measured now (~0.3 s),
         // before anything is timed.
         bool peak_cached = false;
@@ -321,6 +323,8 @@ std::function<int()> setup_bench(CLI::App& root) {
                          {"saved_activations", path_name(saved.bf16_tensors, saved.kept_tensors, "fp32")},
                          {"saved_mb_per_step", (saved.bf16_bytes + saved.kept_bytes) / 1048576.0 /
                                                    std::max<int64_t>(1, o->steps)},
+                         {"recompute", recomputes_cheap() ? "cheap" : "none"},
+                         {"recomputed_mb_per_step", saved.recomputed_bytes / 1048576.0 / std::max<int64_t>(1, o->steps)},
                          {"cpu_s_per_step", cpu_step}};
         std::string bf16_share;
         if (calls.bf16 > 0 && bf16_peak_gflops > 0)

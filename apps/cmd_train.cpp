@@ -32,7 +32,7 @@ struct TrainOptions {
     train::DataConfig data;
     app::ModelSpec model;
     std::string weights, out;
-    std::string precision = "fp32";
+    std::string precision = "fp32", recompute = "auto";
     int64_t num_classes = 0, epochs = 10, batch_size = 8, accum_steps = 1, warmup_epochs = 1;
     double lr = 5e-4, wd = 0.05, drop_path = 0, label_smoothing = 0, mixup = 0, cutmix = 0, clip_grad = 0;
     double ema_decay = 0.9999, layer_decay = 1.0;
@@ -88,6 +88,8 @@ train::Callbacks terminal_report(const TrainOptions& opt, const train::DataSets&
             std::printf("precision bf16: %s GEMMs, activations saved for backward in bfloat16; weights, gradients "
                         "and optimiser state float32\n",
                         gemm_precision_name());
+        if (recomputes_cheap())  // fit() has set the policy too
+            std::printf("recompute: layer-norm and depthwise-conv outputs are computed again in backward, not kept\n");
         std::printf("writing to %s\n", opt.out.c_str());
         std::fflush(stdout);
     };
@@ -180,6 +182,7 @@ std::function<int()> setup_train(CLI::App& root) {
     cmd->add_option("--show-predictions", o->show_predictions, "Validation images to predict at the end")
         ->capture_default_str();
     app::add_precision_option(cmd, o->precision);
+    app::add_recompute_option(cmd, o->recompute);
     return [o]() -> int {
         TrainOptions& opt = *o;
         const int rank = dist::rank();
@@ -230,6 +233,7 @@ std::function<int()> setup_train(CLI::App& root) {
         to.stop_after_epochs = opt.stop_after_epochs, to.checkpoint_every = opt.checkpoint_every;
         to.model_name = opt.model.name;
         to.precision = parse_precision(opt.precision);
+        to.recompute = parse_recompute(opt.recompute);
         io::ModelMetadata meta;  // what predict, eval and gradcam read back (io/model_metadata.h)
         meta.model = opt.model.name;
         meta.depths = model->options().depths, meta.dims = model->options().dims;

@@ -101,6 +101,10 @@ void record(const char* name, Tensor& out, const std::vector<Tensor>& inputs, Ba
     if (g_profiling) g_last_mark = std::chrono::steady_clock::now();
 }
 
+void offer_regenerate(const Tensor& out, std::function<Tensor()> fn) {
+    if (out.defined() && out.grad_fn()) out.grad_fn()->regenerate = std::move(fn);
+}
+
 namespace {
 
 // True when nothing else can see `t`'s memory: no other handle to the tensor or its storage. A

@@ -35,7 +35,13 @@ struct Node {
     // Op outputs whose .grad backward() fills in (Tensor::retain_grad). Weak: a node never keeps
     // its output alive (the output owns the node).
     std::vector<std::weak_ptr<TensorImpl>> retained;
-    void release() { backward = nullptr; }
+    // Computes the op's output again from what `backward` keeps anyway (autograd::offer_regenerate):
+    // set only by ops whose output is cheap to recompute.
+    std::function<Tensor()> regenerate;
+    void release() {
+        backward = nullptr;
+        regenerate = nullptr;
+    }
 };
 
 namespace autograd {
@@ -58,6 +64,11 @@ void profile_forward(const char* name);
 // Attaches a node to `out` (which must have been created by the op, with no history).
 void record(const char* name, Tensor& out, const std::vector<Tensor>& inputs, BackwardFn fn);
 
+// Lets consumers of `out` (an output record() just attached a node to) keep `fn` instead of the
+// tensor: fn must compute the same values again from what the op's backward keeps anyway, and stay
+// valid until that backward has run. save_for_backward (ops/saved.h) takes it up under
+// Recompute::Cheap. A no-op when `out` has no node.
+void offer_regenerate(const Tensor& out, std::function<Tensor()> fn);
 // Runs backward from `root` with gradient `grad` (same shape as root).
 void backward(const Tensor& root, const Tensor& grad, bool retain_graph);
 

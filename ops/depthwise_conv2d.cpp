@@ -590,6 +590,22 @@ Tensor depthwise_conv2d(const Tensor& x, const Tensor& weight, const Tensor& bia
                              });
                              return {dx, dw, db};
                          });
+        // The output again, from the input saved for the weight gradient (ops/saved.h,
+        // Recompute::Cheap): 2*kh*kw FLOPs an element, a few per cent of a block's step.
+        if (need_w && recomputes_cheap()) {
+            Tensor w = weight.detach(), b = bias.defined() ? bias.detach() : Tensor();
+            autograd::offer_regenerate(y, [sx, w, b, geo]() {
+                const Tensor xin = sx.get();
+                Tensor out = Tensor::empty({geo.N, geo.Ho, geo.Wo, geo.C}, xin.dtype());
+                CNX_DISPATCH(xin.dtype(), "depthwise_conv2d (recomputed)", {
+                    std::vector<scalar_t> wt(geo.kh * geo.kw * geo.C);
+                    pack_weight(w.data<scalar_t>(), wt.data(), geo.C, geo.kh, geo.kw, false);
+                    dw_forward<scalar_t>(xin.data<scalar_t>(), wt.data(), b.defined() ? b.data<scalar_t>() : nullptr,
+                                         out.data<scalar_t>(), geo);
+                });
+                return out;
+            });
+        }
     }
     return y;
 }

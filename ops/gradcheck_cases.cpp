@@ -4,6 +4,7 @@
 #include "ops/fused.h"
 #include "ops/fused_grn.h"
 #include "ops/ops.h"
+#include "ops/saved.h"
 
 namespace cnx {
 namespace {
@@ -64,6 +65,17 @@ std::vector<GradcheckCase> gradcheck_cases(uint64_t seed) {
     b.add("convnext_mlp", "u[3,7] H5 no biases, gamma or residual",
           [](V x) { return convnext_mlp(x[0], x[1], Tensor(), x[2], Tensor(), Tensor(), Tensor()); },
           {b.r({3, 7}), b.r({5, 7}), b.r({7, 5})});
+
+    // A V1 block whose depthwise-conv and layer-norm outputs are not kept but regenerated in the
+    // backward (ops/saved.h): the chain of regenerators, not just each op.
+    b.add("recompute", "dwconv k7 -> layer_norm -> convnext_mlp x[2,5,6,4] H8, outputs regenerated",
+          [](V x) {
+              RecomputeGuard cheap(Recompute::Cheap);
+              Tensor u = layer_norm(depthwise_conv2d(x[0], x[1], x[2], 1, 3), x[3], x[4], 1e-6);
+              return convnext_mlp(u, x[5], x[6], x[7], x[8], x[9], x[0]);
+          },
+          {b.r({2, 5, 6, 4}), b.r({4, 1, 7, 7}), b.r({4}), b.r({4}), b.r({4}), b.r({8, 4}), b.r({8}), b.r({4, 8}),
+           b.r({4}), b.r({4})});
 
     b.add("convnextv2_mlp", "u[2,3,5,6] K10 biases, GRN [1,1,1,10], residual",
           [](V x) { return convnextv2_mlp(x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7]); },

@@ -150,6 +150,21 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
                              });
                              return {dx, dw, db};
                          });
+        // The output again, from the saved input: one pass over it (ops/saved.h, Recompute::Cheap).
+        if (recomputes_cheap()) {
+            Tensor bd = bias.defined() ? bias.detach() : Tensor();
+            const Shape shape = out.shape();
+            autograd::offer_regenerate(out, [sx, wd, bd, shape, rows, C, eps]() {
+                const Tensor xin = sx.get();
+                Tensor o = Tensor::empty(shape, xin.dtype());
+                CNX_DISPATCH(xin.dtype(), "layer_norm (recomputed)", {
+                    std::vector<scalar_t> mean(rows), rstd(rows);
+                    layernorm_forward<scalar_t>(o.data<scalar_t>(), mean.data(), rstd.data(), xin.data<scalar_t>(),
+                                                data_or_null<scalar_t>(wd), data_or_null<scalar_t>(bd), rows, C, eps);
+                });
+                return o;
+            });
+        }
     }
     return out;
 }

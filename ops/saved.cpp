@@ -1,6 +1,10 @@
 #include "ops/saved.h"
 
 #include <atomic>
+#include <functional>
+
+#include "core/autograd.h"
+#include "core/error.h"
 
 #include "ops/parallel.h"
 
@@ -8,6 +12,8 @@ namespace cnx {
 namespace {
 
 std::atomic<int64_t> g_bf16_tensors{0}, g_bf16_bytes{0}, g_kept_tensors{0}, g_kept_bytes{0};
+std::atomic<int64_t> g_recomputed_tensors{0}, g_recomputed_bytes{0}, g_regenerations{0};
+thread_local Recompute t_recompute = Recompute::Auto;
 
 // Conversions are memory-bound: a few elements per cycle, so split only large ones.
 constexpr int64_t kConvertGrain = 1 << 16;
@@ -44,15 +50,64 @@ Tensor bf16_to_f32(const Tensor& bf16) {
                                       [](const BFloat16* s, float* d, int64_t n) { bf16_to_float(s, d, n); });
 }
 
+struct Regenerated {
+    std::function<Tensor()> make;
+    Shape shape;
+    DType dtype;
+    Tensor value;  // empty until the first stored()
+};
+
+const Tensor& SavedTensor::stored() const {
+    if (!regen_) return stored_;
+    Regenerated& r = *regen_;
+    if (!r.value.defined()) {
+        r.value = r.make();
+        CNX_CHECK(r.value.shape() == r.shape && r.value.dtype() == r.dtype, "a regenerated activation is ",
+                  r.value.str(), ", the one it stands for was ", shape_str(r.shape), " ", dtype_name(r.dtype));
+        r.make = nullptr;  // what it captured is no longer needed here
+        g_regenerations.fetch_add(1, std::memory_order_relaxed);
+    }
+    return r.value;
+}
+
+const Shape& SavedTensor::shape() const { return regen_ ? regen_->shape : stored_.shape(); }
+
+DType SavedTensor::dtype() const {
+    if (regen_) return regen_->dtype;
+    return rounded_ ? DType::F32 : stored_.dtype();
+}
+
 Tensor SavedTensor::get() const {
+    if (regen_) return stored();
     if (!rounded_ || !stored_.defined()) return stored_;
     return bf16_to_f32(stored_);
+}
+
+void set_recompute(Recompute r) { t_recompute = r; }
+Recompute recompute_policy() { return t_recompute; }
+bool recomputes_cheap() {
+    return t_recompute == Recompute::Cheap || (t_recompute == Recompute::Auto && precision() == Precision::BF16);
+}
+const char* recompute_name(Recompute r) {
+    return r == Recompute::Cheap ? "cheap" : r == Recompute::None ? "none" : "auto";
+}
+Recompute parse_recompute(const std::string& name) {
+    if (name == "auto") return Recompute::Auto;
+    if (name == "none") return Recompute::None;
+    if (name == "cheap") return Recompute::Cheap;
+    fail("unknown recompute policy '", name, "' (expected auto, none or cheap)");
 }
 
 SavedTensor save_for_backward(const Tensor& t) {
     SavedTensor s;
     if (!t.defined()) return s;
     const bool parameter = t.is_leaf() && t.requires_grad();
+    if (!t.is_meta() && t.grad_fn() && t.grad_fn()->regenerate && recomputes_cheap()) {
+        s.regen_ = std::make_shared<Regenerated>(Regenerated{t.grad_fn()->regenerate, t.shape(), t.dtype(), Tensor()});
+        g_recomputed_tensors.fetch_add(1, std::memory_order_relaxed);
+        g_recomputed_bytes.fetch_add((int64_t)t.nbytes(), std::memory_order_relaxed);
+        return s;
+    }
     if (saves_bf16() && t.dtype() == DType::F32 && !parameter && !t.is_meta()) {
         s.stored_ = to_bf16(t);
         s.rounded_ = true;
@@ -86,11 +141,15 @@ SavedStats saved_stats() {
     s.bf16_bytes = g_bf16_bytes.load();
     s.kept_tensors = g_kept_tensors.load();
     s.kept_bytes = g_kept_bytes.load();
+    s.recomputed_tensors = g_recomputed_tensors.load();
+    s.recomputed_bytes = g_recomputed_bytes.load();
+    s.regenerations = g_regenerations.load();
     return s;
 }
 
 void reset_saved_stats() {
     g_bf16_tensors = 0, g_bf16_bytes = 0, g_kept_tensors = 0, g_kept_bytes = 0;
+    g_recomputed_tensors = 0, g_recomputed_bytes = 0, g_regenerations = 0;
 }
 
 }  // namespace cnx

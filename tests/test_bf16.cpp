@@ -780,6 +780,8 @@ TEST_CASE("bf16 CLI: bench --precision says which path ran", "[bf16][cli]") {
     CHECK(j.at("precision") == "fp32");
     CHECK(j.at("gemm_kernels") == "fp32");
     CHECK(j.at("saved_activations") == "fp32");
+    CHECK(j.at("recompute") == "none");
+    CHECK(j.at("recomputed_mb_per_step") == 0);
     CHECK(j.at("bf16_gemm_calls") == 0);
     CHECK(j.at("cpu_s_per_step").get<double>() > 0);
     const double saved_fp32 = j.at("saved_mb_per_step").get<double>();
@@ -789,7 +791,20 @@ TEST_CASE("bf16 CLI: bench --precision says which path ran", "[bf16][cli]") {
     j = last_json(bf16.output);
     CHECK(j.at("precision") == "bf16");
     CHECK(j.at("saved_activations") == "bf16");
-    CHECK(j.at("saved_mb_per_step").get<double>() == Approx(saved_fp32 / 2).epsilon(0.02));
+    // by default bf16 also recomputes layer-norm and depthwise-conv outputs (ops/saved.h): what it
+    // keeps plus half of what it recomputes is half of what fp32 keeps
+    CHECK(j.at("recompute") == "cheap");
+    const double recomputed = j.at("recomputed_mb_per_step").get<double>();
+    CHECK(recomputed > 0.2 * saved_fp32);
+    CHECK(j.at("saved_mb_per_step").get<double>() + recomputed / 2 == Approx(saved_fp32 / 2).epsilon(0.02));
+    auto kept = cli_test::shell(std::string(CONVNEXT_CLI) + args + "bf16 --recompute none", false);
+    REQUIRE(kept.code == 0);
+    CHECK(last_json(kept.output).at("recompute") == "none");
+    CHECK(last_json(kept.output).at("saved_mb_per_step").get<double>() == Approx(saved_fp32 / 2).epsilon(0.02));
+    auto lean32 = cli_test::shell(std::string(CONVNEXT_CLI) + args + "fp32 --recompute cheap", false);
+    REQUIRE(lean32.code == 0);
+    CHECK(last_json(lean32.output).at("saved_mb_per_step").get<double>() + recomputed ==
+          Approx(saved_fp32).epsilon(0.02));
     const PeakRates peak = compute_peak();
     const bool avx512 = gemm_avx512_supported() && std::getenv("CNX_GEMM") == nullptr;
     const bool pays = avx512 && gemm_bf16_supported() && peak.bf16_core >= 1.5 * peak.fp32_core;

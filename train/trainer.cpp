@@ -485,6 +485,7 @@ FitResult Run::fit() {
 FitResult fit(nn::Module& model, LossFn loss, std::shared_ptr<const data::Dataset> train_set,
               std::shared_ptr<const data::Dataset> val_set, const TrainerOptions& options) {
     PrecisionGuard precision(options.precision);
+    RecomputeGuard recompute(options.recompute);
     return Run(model, std::move(loss), std::move(train_set), std::move(val_set), options).fit();
 }
 

@@ -37,6 +37,7 @@
 #include "io/safetensors.h"
 #include "nn/module.h"
 #include "ops/precision.h"
+#include "ops/saved.h"
 #include "optim/optimizer.h"
 #include "train/checkpoint.h"
 #include "train/evaluate.h"
@@ -142,6 +143,9 @@ struct TrainerOptions {
     // Precision::BF16: bf16 GEMMs where they pay and bf16 saved activations (ops/precision.h) for
     // training and validation; weights, gradients and optimiser state stay float32.
     Precision precision = Precision::FP32;
+    // Whether layer-norm and depthwise-conv outputs are recomputed in backward instead of kept
+    // (ops/saved.h); Auto: under Precision::BF16 only.
+    Recompute recompute = Recompute::Auto;
 };
 
 struct FitResult {
