@@ -17,6 +17,33 @@
 namespace cnx {
 namespace {
 
+// One row's output from its statistics. The forward and the regeneration below share it, so a
+// regenerated output has the forward's bits.
+template <class T>
+inline void layernorm_apply_row(T* o, const T* x, T m, T s, const T* weight, const T* bias, int64_t C) {
+    if (weight && bias) {
+#pragma omp simd
+        for (int64_t i = 0; i < C; ++i) o[i] = (x[i] - m) * s * weight[i] + bias[i];
+    } else {
+        for (int64_t i = 0; i < C; ++i) {
+            T n = (x[i] - m) * s;
+            if (weight) n *= weight[i];
+            if (bias) n += bias[i];
+            o[i] = n;
+        }
+    }
+}
+
+// The output again from the saved statistics: one pass, no reductions.
+template <class T>
+void layernorm_apply(T* out, const T* inp, const T* mean, const T* rstd, const T* weight, const T* bias, int64_t rows,
+                     int64_t C) {
+    parallel_range(rows, rows * C >= kParallelMin ? 1 : rows, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r)
+            layernorm_apply_row(out + r * C, inp + r * C, mean[r], rstd[r], weight, bias, C);
+    });
+}
+
 // inp, out [rows, C]; mean, rstd [rows]; weight, bias [C] or null (no affine).
 template <class T>
 void layernorm_forward(T* out, T* mean, T* rstd, const T* inp, const T* weight, const T* bias, int64_t rows,
@@ -37,17 +64,7 @@ void layernorm_forward(T* out, T* mean, T* rstd, const T* inp, const T* weight, 
             }
             v /= (T)C;
             const T s = (T)1 / std::sqrt(v + (T)eps);
-            if (weight && bias) {
-#pragma omp simd
-                for (int64_t i = 0; i < C; ++i) o[i] = (x[i] - m) * s * weight[i] + bias[i];
-            } else {
-                for (int64_t i = 0; i < C; ++i) {
-                    T n = (x[i] - m) * s;
-                    if (weight) n *= weight[i];
-                    if (bias) n += bias[i];
-                    o[i] = n;
-                }
-            }
+            layernorm_apply_row(o, x, m, s, weight, bias, C);
             mean[r] = m;
             rstd[r] = s;
         }
@@ -150,17 +167,18 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
                              });
                              return {dx, dw, db};
                          });
-        // The output again, from the saved input: one pass over it (ops/saved.h, Recompute::Cheap).
+        // The output again, from the saved input and statistics: one pass over it (ops/saved.h,
+        // Recompute::Cheap).
         if (recomputes_cheap()) {
             Tensor bd = bias.defined() ? bias.detach() : Tensor();
             const Shape shape = out.shape();
-            autograd::offer_regenerate(out, [sx, wd, bd, shape, rows, C, eps]() {
+            autograd::offer_regenerate(out, [sx, wd, bd, mean, rstd, shape, rows, C]() {
                 const Tensor xin = sx.get();
                 Tensor o = Tensor::empty(shape, xin.dtype());
                 CNX_DISPATCH(xin.dtype(), "layer_norm (recomputed)", {
-                    std::vector<scalar_t> mean(rows), rstd(rows);
-                    layernorm_forward<scalar_t>(o.data<scalar_t>(), mean.data(), rstd.data(), xin.data<scalar_t>(),
-                                                data_or_null<scalar_t>(wd), data_or_null<scalar_t>(bd), rows, C, eps);
+                    layernorm_apply<scalar_t>(o.data<scalar_t>(), xin.data<scalar_t>(), mean.data<scalar_t>(),
+                                              rstd.data<scalar_t>(), data_or_null<scalar_t>(wd),
+                                              data_or_null<scalar_t>(bd), rows, C);
                 });
                 return o;
             });
