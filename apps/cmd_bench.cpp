@@ -336,13 +336,14 @@ std::function<int()> setup_bench(CLI::App& root) {
         else
             std::printf("%s %s batch %lld at %lld, %s: %.2f img/s, %.3f s/step (%.3f CPU-s), peak RSS %.0f MB, %d "
                         "threads, %.1f GFLOP/s = %.0f%% of the fp32 limit (%.1f GFLOP/s, %s)%s; GEMMs %s, saved "
-                        "activations %s\n",
+                        "activations %s%s\n",
                         o->model.c_str(), o->mode.c_str(), (long long)o->batch_size, (long long)o->image_size,
                         j.at("precision").get<std::string>().c_str(), o->batch_size / dt, dt, cpu_step, peak_rss_mb(),
                         get_num_threads(), gflops, 100 * gflops / peak_gflops, peak_gflops,
                         peak_cached ? "cached" : "measured now", bf16_share.c_str(),
                         j.at("gemm_kernels").get<std::string>().c_str(),
-                        j.at("saved_activations").get<std::string>().c_str());
+                        j.at("saved_activations").get<std::string>().c_str(),
+                        saved.recomputed_tensors > 0 ? " (layer-norm and depthwise-conv outputs recomputed)" : "");
         if (o->profile) {
             auto rep = autograd::profile_report();
             double total = 0;
