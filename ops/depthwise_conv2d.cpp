@@ -537,11 +537,8 @@ DwGeom check_and_geometry(const Tensor& x, const Tensor& weight, const Tensor& b
     return g;
 }
 
-}  // namespace
-
-Tensor depthwise_conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int stride, int padding) {
-    const DwGeom geo = check_and_geometry(x, weight, bias, stride, padding);
-    count_macs("depthwise_conv2d", geo.macs());
+// The forward's output, as a new tensor (the op, and its regeneration in the backward).
+Tensor forward_output(const Tensor& x, const Tensor& weight, const Tensor& bias, const DwGeom& geo) {
     Tensor y = Tensor::empty({geo.N, geo.Ho, geo.Wo, geo.C}, x.dtype());
     CNX_DISPATCH(x.dtype(), "depthwise_conv2d", {
         std::vector<scalar_t> wt(geo.kh * geo.kw * geo.C);
@@ -549,6 +546,15 @@ Tensor depthwise_conv2d(const Tensor& x, const Tensor& weight, const Tensor& bia
         dw_forward<scalar_t>(x.data<scalar_t>(), wt.data(), bias.defined() ? bias.data<scalar_t>() : nullptr,
                              y.data<scalar_t>(), geo);
     });
+    return y;
+}
+
+}  // namespace
+
+Tensor depthwise_conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int stride, int padding) {
+    const DwGeom geo = check_and_geometry(x, weight, bias, stride, padding);
+    count_macs("depthwise_conv2d", geo.macs());
+    Tensor y = forward_output(x, weight, bias, geo);
     if (autograd::records("depthwise_conv2d", {x, weight, bias})) {
         const bool need_x = x.requires_grad(), need_w = weight.requires_grad();
         const bool need_b = bias.defined() && bias.requires_grad();
@@ -594,17 +600,7 @@ Tensor depthwise_conv2d(const Tensor& x, const Tensor& weight, const Tensor& bia
         // Recompute::Cheap): 2*kh*kw FLOPs an element, a few per cent of a block's step.
         if (need_w && recomputes_cheap()) {
             Tensor w = weight.detach(), b = bias.defined() ? bias.detach() : Tensor();
-            autograd::offer_regenerate(y, [sx, w, b, geo]() {
-                const Tensor xin = sx.get();
-                Tensor out = Tensor::empty({geo.N, geo.Ho, geo.Wo, geo.C}, xin.dtype());
-                CNX_DISPATCH(xin.dtype(), "depthwise_conv2d (recomputed)", {
-                    std::vector<scalar_t> wt(geo.kh * geo.kw * geo.C);
-                    pack_weight(w.data<scalar_t>(), wt.data(), geo.C, geo.kh, geo.kw, false);
-                    dw_forward<scalar_t>(xin.data<scalar_t>(), wt.data(), b.defined() ? b.data<scalar_t>() : nullptr,
-                                         out.data<scalar_t>(), geo);
-                });
-                return out;
-            });
+            autograd::offer_regenerate(y, [sx, w, b, geo]() { return forward_output(sx.get(), w, b, geo); });
         }
     }
     return y;

@@ -14,6 +14,7 @@
 
 #include "cli_util.h"
 #include "temp_dir.h"
+#include "tensor_compare.h"
 #include "core/autograd.h"
 #include "core/cpu_peak.h"
 #include "core/rng.h"
@@ -97,9 +98,7 @@ std::vector<float> random_floats(int64_t n, uint64_t seed, double scale = 1.0) {
 bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
     return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * 4) == 0;
 }
-bool same_bits(const Tensor& a, const Tensor& b) {
-    return a.shape() == b.shape() && a.dtype() == b.dtype() && std::memcmp(a.raw_data(), b.raw_data(), a.nbytes()) == 0;
-}
+using tensor_compare::same_bits;
 
 // max |a - b| / max(max |b|, tiny): errors relative to the tensor's scale.
 double rel_err(const Tensor& a, const Tensor& b) {
@@ -721,16 +720,7 @@ StepResult train_step(Precision p, int64_t steps = 1, const std::string& variant
     return r;
 }
 
-// |a - b| / |b| over all of a named set (relative L2 error).
-double rel_l2(const NamedTensors& a, const NamedTensors& b) {
-    double num = 0, den = 0;
-    for (size_t i = 0; i < a.size(); ++i) {
-        REQUIRE(a[i].first == b[i].first);
-        const auto x = a[i].second.to_vector(), y = b[i].second.to_vector();
-        for (size_t j = 0; j < x.size(); ++j) num += (x[j] - y[j]) * (x[j] - y[j]), den += y[j] * y[j];
-    }
-    return std::sqrt(num / den);
-}
+using tensor_compare::rel_l2;
 
 }  // namespace
 

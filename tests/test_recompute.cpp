@@ -2,8 +2,6 @@
 // regenerators instead of bytes. Float32 gradients must not change by a bit, bf16 ones only by
 // bfloat16 rounding; each regenerator runs once, lazily, and the policy follows the precision.
 #include <catch2/catch.hpp>
-#include <cmath>
-#include <cstring>
 #include <string>
 #include <vector>
 
@@ -14,12 +12,14 @@
 #include "ops/ops.h"
 #include "ops/precision.h"
 #include "ops/saved.h"
+#include "tensor_compare.h"
 
 using namespace cnx;
 
 namespace {
 
-using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
+using tensor_compare::rel_l2;
+using tensor_compare::same_bits;
 
 struct Step {
     NamedTensors grads;
@@ -47,20 +47,6 @@ Step step(const std::string& variant, Precision p, Recompute r, DType dtype = DT
     s.saved = saved_stats();
     for (auto& [name, t] : model->named_parameters()) s.grads.emplace_back(name, t.grad().clone());
     return s;
-}
-
-bool same_bits(const Tensor& a, const Tensor& b) {
-    return a.shape() == b.shape() && a.dtype() == b.dtype() && std::memcmp(a.raw_data(), b.raw_data(), a.nbytes()) == 0;
-}
-
-double rel_l2(const NamedTensors& a, const NamedTensors& b) {
-    double num = 0, den = 0;
-    for (size_t i = 0; i < a.size(); ++i) {
-        REQUIRE(a[i].first == b[i].first);
-        const auto x = a[i].second.to_vector(), y = b[i].second.to_vector();
-        for (size_t j = 0; j < x.size(); ++j) num += (x[j] - y[j]) * (x[j] - y[j]), den += y[j] * y[j];
-    }
-    return std::sqrt(num / den);
 }
 
 }  // namespace

@@ -1,0 +1,28 @@
+#pragma once
+// Comparisons shared by the precision tests (test_bf16.cpp, test_recompute.cpp).
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <cstring>
+
+#include "core/tensor.h"
+
+namespace tensor_compare {
+
+// The same shape, dtype and bytes.
+inline bool same_bits(const cnx::Tensor& a, const cnx::Tensor& b) {
+    return a.shape() == b.shape() && a.dtype() == b.dtype() && std::memcmp(a.raw_data(), b.raw_data(), a.nbytes()) == 0;
+}
+
+// |a - b| / |b| over all of a named set (relative L2 error); the names must match in order.
+inline double rel_l2(const cnx::NamedTensors& a, const cnx::NamedTensors& b) {
+    REQUIRE(a.size() == b.size());
+    double num = 0, den = 0;
+    for (size_t i = 0; i < a.size(); ++i) {
+        REQUIRE(a[i].first == b[i].first);
+        const auto x = a[i].second.to_vector(), y = b[i].second.to_vector();
+        for (size_t j = 0; j < x.size(); ++j) num += (x[j] - y[j]) * (x[j] - y[j]), den += y[j] * y[j];
+    }
+    return std::sqrt(num / den);
+}
+
+}  // namespace tensor_compare
