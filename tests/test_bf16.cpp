@@ -14,7 +14,7 @@
 
 #include "cli_util.h"
 #include "temp_dir.h"
-#include "tensor_compare.h"
+#include "precision_check.h"
 #include "core/autograd.h"
 #include "core/cpu_peak.h"
 #include "core/rng.h"
@@ -98,7 +98,7 @@ std::vector<float> random_floats(int64_t n, uint64_t seed, double scale = 1.0) {
 bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
     return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * 4) == 0;
 }
-using tensor_compare::same_bits;
+using precision_check::same_bits;
 
 // max |a - b| / max(max |b|, tiny): errors relative to the tensor's scale.
 double rel_err(const Tensor& a, const Tensor& b) {
@@ -695,12 +695,8 @@ struct StepResult {
 // A small model of the family whose variant is named (its block: V1, or V2 with GRN).
 StepResult train_step(Precision p, int64_t steps = 1, const std::string& variant = "convnext_atto") {
     PrecisionGuard guard(p);
-    models::ConvNeXtOptions o = models::model_options(variant);
-    o.depths = {1, 1, 2, 1};
-    o.dims = {16, 32, 48, 64};
-    o.num_classes = 10;
     Generator gen(21);
-    auto model = std::make_shared<models::ConvNeXt>(o, &gen);
+    auto model = precision_check::small_convnext(variant, &gen);
     model->train();
     Tensor x = randn({4, 64, 64, 3}, DType::F32, &gen);
     const std::vector<int64_t> y = {1, 7, 3, 3};
@@ -720,7 +716,7 @@ StepResult train_step(Precision p, int64_t steps = 1, const std::string& variant
     return r;
 }
 
-using tensor_compare::rel_l2;
+using precision_check::rel_l2;
 
 }  // namespace
 

@@ -12,14 +12,14 @@
 #include "ops/ops.h"
 #include "ops/precision.h"
 #include "ops/saved.h"
-#include "tensor_compare.h"
+#include "precision_check.h"
 
 using namespace cnx;
 
 namespace {
 
-using tensor_compare::rel_l2;
-using tensor_compare::same_bits;
+using precision_check::rel_l2;
+using precision_check::same_bits;
 
 struct Step {
     NamedTensors grads;
@@ -31,12 +31,8 @@ struct Step {
 Step step(const std::string& variant, Precision p, Recompute r, DType dtype = DType::F32) {
     PrecisionGuard pg(p);
     RecomputeGuard rg(r);
-    models::ConvNeXtOptions o = models::model_options(variant);
-    o.depths = {1, 1, 2, 1};
-    o.dims = {16, 32, 48, 64};
-    o.num_classes = 10;
     Generator gen(5);
-    auto model = std::make_shared<models::ConvNeXt>(o, &gen);
+    auto model = precision_check::small_convnext(variant, &gen);
     model->to(dtype);
     model->train();
     Tensor x = randn({2, 64, 64, 3}, dtype, &gen);

@@ -1,12 +1,28 @@
 #pragma once
-// Comparisons shared by the precision tests (test_bf16.cpp, test_recompute.cpp).
+// Pieces shared by the precision tests (test_bf16.cpp, test_recompute.cpp): a small model of the
+// family and the comparisons of its results.
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstring>
 
-#include "core/tensor.h"
+#include <memory>
+#include <string>
 
-namespace tensor_compare {
+#include "core/rng.h"
+#include "core/tensor.h"
+#include "models/convnext.h"
+#include "models/registry.h"
+
+namespace precision_check {
+
+// ConvNeXt of `variant`'s block (V1, or V2 with GRN) at depths 1-1-2-1, widths 16-64, 10 classes.
+inline std::shared_ptr<cnx::models::ConvNeXt> small_convnext(const std::string& variant, cnx::Generator* gen) {
+    cnx::models::ConvNeXtOptions o = cnx::models::model_options(variant);
+    o.depths = {1, 1, 2, 1};
+    o.dims = {16, 32, 48, 64};
+    o.num_classes = 10;
+    return std::make_shared<cnx::models::ConvNeXt>(o, gen);
+}
 
 // The same shape, dtype and bytes.
 inline bool same_bits(const cnx::Tensor& a, const cnx::Tensor& b) {
@@ -25,4 +41,4 @@ inline double rel_l2(const cnx::NamedTensors& a, const cnx::NamedTensors& b) {
     return std::sqrt(num / den);
 }
 
-}  // namespace tensor_compare
+}  // namespace precision_check
